@@ -1,0 +1,24 @@
+"""mmsr-geo: self-supervised guided super-resolution of geospatial rasters with MMSR.
+
+``super_resolve`` works on numpy arrays; the raster-level entry points live in
+:mod:`mmsr_geo.pipeline`.
+"""
+
+from ._version import __version__
+from .fit import FitConfig, FitResult, fit, super_resolve
+from .model import MMSRNet
+from .normalisation import Normalisation, normalisation_stats
+from .presets import PRESETS, preset_kernels
+
+__all__ = [
+    "PRESETS",
+    "FitConfig",
+    "FitResult",
+    "MMSRNet",
+    "Normalisation",
+    "__version__",
+    "fit",
+    "normalisation_stats",
+    "preset_kernels",
+    "super_resolve",
+]
