@@ -54,6 +54,8 @@ class MMSRNet(nn.Module):
         features: channels of every hidden feature map (64 in the paper).
         source_to_guide: enable the source-to-guide modulation (Table 2 ablation switch).
         guide_to_source: enable the guide-to-source modulation (Table 2 ablation switch).
+        filter_backend: how the filters run (see :func:`mmsr_geo.ops.cross_domain_filter`);
+            "unfold" is the slow reference, kept for benchmarks.
     """
 
     def __init__(
@@ -65,12 +67,14 @@ class MMSRNet(nn.Module):
         *,
         source_to_guide: bool = True,
         guide_to_source: bool = True,
+        filter_backend: str = "auto",
     ) -> None:
         super().__init__()
         self.s2g_kernel = s2g_kernel
         self.g2s_kernel = g2s_kernel
         self.source_to_guide = source_to_guide
         self.guide_to_source = guide_to_source
+        self.filter_backend = filter_backend
         self.guide_branch = _branch(guide_channels, features, 3)
         self.source_branch = _branch(1, features, 1)
         self.guide_projection = nn.Conv2d(features, features, 1)
@@ -92,8 +96,12 @@ class MMSRNet(nn.Module):
         guide_features = self.guide_projection(self.guide_branch(guide))
         s2g = source_features
         if self.source_to_guide:
-            s2g = cross_domain_filter(guide_features, source_features, self.s2g_kernel)
+            s2g = cross_domain_filter(
+                guide_features, source_features, self.s2g_kernel, backend=self.filter_backend
+            )
         g2s = guide_features
         if self.guide_to_source:
-            g2s = cross_domain_filter(source_features, guide_features, self.g2s_kernel)
+            g2s = cross_domain_filter(
+                source_features, guide_features, self.g2s_kernel, backend=self.filter_backend
+            )
         return self.head(self.fusion(torch.cat([s2g, g2s], dim=1)))
