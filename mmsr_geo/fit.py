@@ -63,6 +63,45 @@ class FitResult:
     device: str
 
 
+def make_optimiser(
+    model: MMSRNet, config: FitConfig
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
+    """Adam with weight decay on the guide branch only, and the paper's step decay."""
+    guide_params = list(model.guide_branch.parameters())
+    guide_ids = {id(p) for p in guide_params}
+    other_params = [p for p in model.parameters() if id(p) not in guide_ids]
+    optimiser = torch.optim.Adam(
+        [
+            {"params": guide_params, "weight_decay": config.guide_weight_decay},
+            {"params": other_params, "weight_decay": 0.0},
+        ],
+        lr=config.learning_rate,
+    )
+    schedule = torch.optim.lr_scheduler.StepLR(
+        optimiser, step_size=config.decay_every, gamma=config.lr_decay
+    )
+    return optimiser, schedule
+
+
+def training_step(
+    model: MMSRNet,
+    optimiser: torch.optim.Optimizer,
+    source_lr: torch.Tensor,
+    guide: torch.Tensor,
+    weight: torch.Tensor,
+    n_valid: torch.Tensor,
+    scale: int,
+) -> float:
+    """One iteration: masked L1 between the average-pooled prediction and the LR source."""
+    optimiser.zero_grad(set_to_none=True)
+    prediction = model(source_lr, guide)
+    cycle = F.avg_pool2d(prediction, scale)
+    loss = ((cycle - source_lr).abs() * weight).sum() / n_valid
+    loss.backward()
+    optimiser.step()
+    return float(loss.detach())
+
+
 def _check_inputs(
     source: np.ndarray, guide: np.ndarray, scale: int, mask: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,30 +194,12 @@ def fit(
             features=config.features,
         )
     model = model.to(device=device, memory_format=torch.channels_last)
-    guide_params = list(model.guide_branch.parameters())
-    guide_ids = {id(p) for p in guide_params}
-    other_params = [p for p in model.parameters() if id(p) not in guide_ids]
-    optimiser = torch.optim.Adam(
-        [
-            {"params": guide_params, "weight_decay": config.guide_weight_decay},
-            {"params": other_params, "weight_decay": 0.0},
-        ],
-        lr=config.learning_rate,
-    )
-    schedule = torch.optim.lr_scheduler.StepLR(
-        optimiser, step_size=config.decay_every, gamma=config.lr_decay
-    )
+    optimiser, schedule = make_optimiser(model, config)
 
     loss_value = float("nan")
     for iteration in range(config.iterations):
-        optimiser.zero_grad(set_to_none=True)
-        prediction = model(lr, hr_guide)
-        cycle = F.avg_pool2d(prediction, scale)
-        loss = ((cycle - lr).abs() * weight).sum() / n_valid
-        loss.backward()
-        optimiser.step()
+        loss_value = training_step(model, optimiser, lr, hr_guide, weight, n_valid, scale)
         schedule.step()
-        loss_value = float(loss.detach())
         if progress is not None:
             progress(iteration + 1, config.iterations, loss_value)
 
