@@ -1,0 +1,35 @@
+"""Where tile jobs run: anything with ``map_unordered(fn, jobs)``.
+
+Tile jobs (:class:`mmsr_geo.jobs.TileJob`) carry their arrays, so an executor needs no file
+access: a process pool or a Dask cluster can run them as well as this module's serial default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+class TileExecutor(Protocol):
+    """Runs ``fn`` on every job and yields the results in any order, as they complete.
+
+    ``jobs`` is a lazy iterator (each job is read from disk when it is drawn): an executor
+    should draw only as many as it keeps busy, so that memory stays bounded. An executor may
+    set ``in_process = True`` when ``fn`` runs in the calling process; the pipeline then also
+    reports per-iteration progress of the current tile.
+    """
+
+    def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]: ...
+
+
+class SerialExecutor:
+    """Runs jobs one after another in this process (the default)."""
+
+    in_process = True
+
+    def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]:
+        for job in jobs:
+            yield fn(job)

@@ -1,0 +1,80 @@
+"""The output grid: the source's CRS and bounds with pixels ``scale`` times smaller.
+
+Keeping the HR grid an exact integer refinement of the LR grid is what lets every HR tile be
+exactly ``scale`` x an LR tile, and lets the cycle loss (average pooling by ``scale``) line up
+with the source pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class OutputGrid:
+    """LR (source) grid and its HR refinement."""
+
+    scale: int
+    crs: CRS | None
+    lr_transform: Affine
+    lr_width: int
+    lr_height: int
+    georeferenced: bool
+    """False for pixel-only pairs (e.g. PNGs): the output then carries no CRS or transform."""
+
+    @property
+    def transform(self) -> Affine:
+        """HR transform: the source's, pixel size divided by ``scale``."""
+        return self.lr_transform @ Affine.scale(1 / self.scale)
+
+    @property
+    def width(self) -> int:
+        return self.lr_width * self.scale
+
+    @property
+    def height(self) -> int:
+        return self.lr_height * self.scale
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in the grid CRS (pixel units when not georeferenced)."""
+        t = self.lr_transform
+        xs = (t.c, t.c + t.a * self.lr_width)
+        ys = (t.f, t.f + t.e * self.lr_height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    @property
+    def pixel_size(self) -> float:
+        """HR pixel size (geometric mean of the two axes), in CRS units."""
+        t = self.transform
+        return abs(t.a * t.e - t.b * t.d) ** 0.5
+
+    def hr_window(self, lr_window: Window) -> Window:
+        """The HR window covering exactly the same ground as an LR window."""
+        s = self.scale
+        return Window(
+            lr_window.col_off * s, lr_window.row_off * s, lr_window.width * s, lr_window.height * s
+        )
+
+
+def output_grid(source: DatasetReader, scale: int) -> OutputGrid:
+    """The HR grid of ``source`` at an integer ``scale`` >= 2 (pixel-only without a CRS)."""
+    if isinstance(scale, bool) or int(scale) != scale or scale < 2:
+        raise InputError(f"scale must be an integer >= 2, got {scale!r}")
+    scale = int(scale)
+    georeferenced = source.crs is not None and not source.transform.is_identity
+    return OutputGrid(
+        scale=scale,
+        crs=source.crs if georeferenced else None,
+        lr_transform=source.transform if georeferenced else Affine.identity(),
+        lr_width=source.width,
+        lr_height=source.height,
+        georeferenced=georeferenced,
+    )

@@ -1,0 +1,202 @@
+"""Bringing the guide onto the output grid, one window at a time.
+
+A guide already on the output grid (same CRS and pixel size, aligned) is read by plain windows;
+any other guide is warped through a GDAL ``WarpedVRT`` whose grid *is* the output grid, so a
+window read warps only that window and the guide is never resampled whole. Footprint checks
+(no overlap, partial overlap, coarser guide) run before any work, with shapely.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import shapely
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from .errors import InputError, OverlapError
+from .grid import OutputGrid
+
+log = logging.getLogger(__name__)
+
+_ALIGN_TOLERANCE = 1e-6
+"""Relative tolerance (in pixels) for calling a guide 'on the output grid'."""
+
+
+def source_footprint(grid: OutputGrid) -> BaseGeometry:
+    """The source's footprint in its own CRS (pixel units for pixel-only pairs)."""
+    return box(*grid.bounds)
+
+
+def pixel_aligned(guide: DatasetReader, grid: OutputGrid) -> bool:
+    """Whether the pair must be aligned by pixels alone: source or guide has no CRS."""
+    return not grid.georeferenced or guide.crs is None or guide.transform.is_identity
+
+
+def guide_footprint(guide: DatasetReader, grid: OutputGrid) -> BaseGeometry:
+    """The guide's footprint in the output CRS, its edges densified so that a reprojection
+    bends them as it bends the raster (for a pixel-aligned pair: the source's footprint scaled
+    by the guide's size)."""
+    if pixel_aligned(guide, grid):
+        left, bottom, right, top = grid.bounds
+        return box(
+            left,
+            bottom,
+            left + (right - left) * guide.width / grid.width,
+            bottom + (top - bottom) * guide.height / grid.height,
+        )
+    outline = box(*guide.bounds)
+    if guide.crs == grid.crs:
+        return outline
+    length = max(outline.bounds[2] - outline.bounds[0], outline.bounds[3] - outline.bounds[1])
+    dense = shapely.segmentize(outline, length / 32)
+    return shape(transform_geom(guide.crs, grid.crs, mapping(dense))).buffer(0)
+
+
+def check_overlap(guide: DatasetReader, grid: OutputGrid) -> BaseGeometry:
+    """The area where source and guide both exist, in the output CRS.
+
+    No overlap is an :class:`OverlapError`; partial overlap and a guide coarser than the output
+    are warnings (the output is nodata outside the guide; a coarse guide adds no detail).
+    """
+    src = source_footprint(grid)
+    gde = guide_footprint(guide, grid)
+    common = src.intersection(gde)
+    if common.is_empty or common.area <= 0:
+        raise OverlapError(
+            f"the guide {guide.name} does not overlap the source: nothing to super-resolve"
+        )
+    covered = common.area / src.area
+    if covered < 1 - 1e-6:
+        log.warning(
+            "the guide covers only %.1f%% of the source: the output is nodata elsewhere",
+            100 * covered,
+        )
+    guide_pixel = math.sqrt(gde.area / (guide.width * guide.height))
+    if guide_pixel > grid.pixel_size * 1.05:
+        log.warning(
+            "the guide's pixels (%.4g) are coarser than the output's (%.4g): no detail finer "
+            "than the guide can be gained",
+            guide_pixel,
+            grid.pixel_size,
+        )
+    return common
+
+
+class AlignedGuide:
+    """Reads guide bands on the output grid by HR windows, with their validity.
+
+    Three modes: ``"pixel"`` (pixel-only pairs, the guide is exactly scale x the source),
+    ``"on-grid"`` (same CRS and pixel size, integer offset: plain windowed reads) and
+    ``"warped"`` (anything else: a WarpedVRT onto the output grid).
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetReader,
+        bands: Sequence[int],
+        grid: OutputGrid,
+    ) -> None:
+        self.dataset = dataset
+        self.bands = tuple(bands)
+        self.grid = grid
+        self._vrt: WarpedVRT | None = None
+        self._offset = (0, 0)
+        self.resampling = Resampling.nearest
+        """How the guide is resampled onto the output grid (nearest: it is not resampled)."""
+        if pixel_aligned(dataset, grid):
+            if (dataset.height, dataset.width) != (grid.height, grid.width):
+                raise InputError(
+                    f"without georeferencing the guide must be exactly {grid.scale} x the source "
+                    f"({grid.height}x{grid.width} pixels), but {dataset.name} is "
+                    f"{dataset.height}x{dataset.width}"
+                )
+            self.mode = "pixel"
+        elif (offset := self._grid_offset()) is not None:
+            self.mode = "on-grid"
+            self._offset = offset
+        else:
+            self.mode = "warped"
+            self._vrt = self._warped_vrt()
+
+    def _grid_offset(self) -> tuple[int, int] | None:
+        """(col, row) of the output grid's origin in the guide, if the guide is on that grid."""
+        g, t = self.dataset.transform, self.grid.transform
+        if self.dataset.crs != self.grid.crs:
+            return None
+        if not all(
+            math.isclose(a, b, rel_tol=_ALIGN_TOLERANCE, abs_tol=1e-12)
+            for a, b in zip((g.a, g.b, g.d, g.e), (t.a, t.b, t.d, t.e), strict=True)
+        ):
+            return None
+        col, row = ~g @ (t.c, t.f)
+        if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+            return None
+        return round(col), round(row)
+
+    def _warped_vrt(self) -> WarpedVRT:
+        """A VRT with the output grid; average when the guide is finer, else bilinear. Without
+        a guide nodata value an alpha band marks where the guide has no data."""
+        footprint = guide_footprint(self.dataset, self.grid)
+        guide_pixel = math.sqrt(footprint.area / (self.dataset.width * self.dataset.height))
+        finer = guide_pixel < self.grid.pixel_size * 0.95
+        self.resampling = Resampling.average if finer else Resampling.bilinear
+        return WarpedVRT(
+            self.dataset,
+            crs=self.grid.crs,
+            transform=self.grid.transform,
+            width=self.grid.width,
+            height=self.grid.height,
+            resampling=self.resampling,
+            add_alpha=self.dataset.nodata is None,
+        )
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(C, h, w) float32 guide values on the HR ``window`` and an (h, w) validity mask
+        (False outside the guide, at its nodata/alpha and at non-finite values)."""
+        if self._vrt is not None:
+            data = self._vrt.read(list(self.bands), window=window).astype(np.float32)
+            masks = self._vrt.read_masks(list(self.bands), window=window)
+            valid = (masks > 0).all(axis=0) & np.isfinite(data).all(axis=0)
+            return data, valid
+        return self._read_clipped(window)
+
+    def _read_clipped(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Read the part of ``window`` (output grid) that lies inside the guide; the rest is
+        invalid."""
+        h, w = int(window.height), int(window.width)
+        data = np.zeros((len(self.bands), h, w), dtype=np.float32)
+        valid = np.zeros((h, w), dtype=bool)
+        col0 = int(window.col_off) + self._offset[0]
+        row0 = int(window.row_off) + self._offset[1]
+        c0, r0 = max(col0, 0), max(row0, 0)
+        c1 = min(col0 + w, self.dataset.width)
+        r1 = min(row0 + h, self.dataset.height)
+        if c1 <= c0 or r1 <= r0:
+            return data, valid
+        inner = Window(c0, r0, c1 - c0, r1 - r0)
+        dst = (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
+        part = self.dataset.read(list(self.bands), window=inner).astype(np.float32)
+        masks = self.dataset.read_masks(list(self.bands), window=inner)
+        data[:, dst[0], dst[1]] = part
+        valid[dst] = (masks > 0).all(axis=0) & np.isfinite(part).all(axis=0)
+        return data, valid
+
+    def close(self) -> None:
+        if self._vrt is not None:
+            self._vrt.close()
+            self._vrt = None
+
+    def __enter__(self) -> AlignedGuide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

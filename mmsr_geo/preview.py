@@ -1,0 +1,108 @@
+"""A quick-look figure (guide, LR source, SR output and their hillshades) from decimated reads.
+
+Everything is read at a few hundred pixels across, so a preview costs little even for a huge
+output; the guide is warped onto a decimated output grid so the panels line up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+from affine import Affine  # noqa: E402
+from rasterio.enums import Resampling  # noqa: E402
+from rasterio.io import DatasetReader  # noqa: E402
+from rasterio.vrt import WarpedVRT  # noqa: E402
+
+from .grid import OutputGrid  # noqa: E402
+from .guide import pixel_aligned  # noqa: E402
+from .raster_io import decimated_shape, read_decimated  # noqa: E402
+
+PREVIEW_PIXELS = 512 * 512
+
+
+def hillshade(
+    elevation: np.ndarray, pixel_size: float, azimuth: float = 315.0, altitude: float = 45.0
+) -> np.ndarray:
+    """Lambertian hillshade in [0, 1] (NaN stays NaN)."""
+    dy, dx = np.gradient(elevation, pixel_size)
+    slope = np.arctan(np.hypot(dx, dy))
+    aspect = np.arctan2(-dx, dy)
+    az, alt = np.radians(360.0 - azimuth + 90.0), np.radians(altitude)
+    shaded = np.sin(alt) * np.cos(slope) + np.cos(alt) * np.sin(slope) * np.cos(az - aspect)
+    return np.clip(shaded, 0.0, 1.0)
+
+
+def _stretch(image: np.ndarray) -> np.ndarray:
+    """2-98 percentile stretch of a (C, h, w) image to [0, 1], channels last."""
+    finite = image[np.isfinite(image)]
+    lo, hi = np.percentile(finite, (2, 98)) if finite.size else (0.0, 1.0)
+    scaled = np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1)
+    return np.moveaxis(np.nan_to_num(scaled), 0, -1)
+
+
+def _guide_quicklook(
+    guide: DatasetReader, bands: Sequence[int], grid: OutputGrid, shape: tuple[int, int]
+) -> np.ndarray:
+    rgb = list(bands[:3]) if len(bands) >= 3 else [bands[0]]
+    if pixel_aligned(guide, grid):
+        return guide.read(rgb, out_shape=(len(rgb), *shape)).astype(np.float64)
+    transform = grid.transform @ Affine.scale(grid.width / shape[1], grid.height / shape[0])
+    with WarpedVRT(
+        guide,
+        crs=grid.crs,
+        transform=transform,
+        width=shape[1],
+        height=shape[0],
+        resampling=Resampling.average,
+    ) as vrt:
+        return vrt.read(rgb).astype(np.float64)
+
+
+def write_preview(
+    path: Path,
+    source: DatasetReader,
+    band: int,
+    guide: DatasetReader,
+    guide_bands: Sequence[int],
+    grid: OutputGrid,
+    output: Path,
+) -> None:
+    """Write a PNG with guide RGB, LR source, SR output and hillshades of LR and SR."""
+    shape = decimated_shape(grid.height, grid.width, PREVIEW_PIXELS)
+    lr, lr_valid = read_decimated(source, [band], max_pixels=PREVIEW_PIXELS)
+    lr = np.where(lr_valid, lr[0], np.nan)
+    with rasterio.open(output) as ds:
+        sr = ds.read(1, out_shape=shape, masked=True, resampling=Resampling.average)
+    sr = sr.astype(np.float64).filled(np.nan)
+    rgb = _stretch(_guide_quicklook(guide, guide_bands, grid, shape))
+    lr_pixel = abs(grid.lr_transform.a) * grid.lr_width / lr.shape[1]
+    sr_pixel = abs(grid.lr_transform.a) * grid.lr_width / sr.shape[1]
+    finite = np.concatenate([lr[np.isfinite(lr)], sr[np.isfinite(sr)]])
+    vmin, vmax = np.percentile(finite, (2, 98)) if finite.size else (0.0, 1.0)
+    panels = [
+        ("guide", rgb, {}),
+        ("LR source", lr, {"cmap": "terrain", "vmin": vmin, "vmax": vmax}),
+        (f"SR x{grid.scale}", sr, {"cmap": "terrain", "vmin": vmin, "vmax": vmax}),
+        ("LR hillshade", hillshade(lr, lr_pixel), {"cmap": "gray", "vmin": 0, "vmax": 1}),
+        ("SR hillshade", hillshade(sr, sr_pixel), {"cmap": "gray", "vmin": 0, "vmax": 1}),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.4))
+    for ax, (title, image, style) in zip(axes, panels, strict=True):
+        ax.imshow(
+            image if image.ndim == 2 or image.shape[-1] == 3 else image[..., 0],
+            interpolation="nearest",
+            **style,
+        )
+        ax.set_title(title)
+        ax.set_axis_off()
+    figure.suptitle(output.name)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
