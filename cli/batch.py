@@ -1,0 +1,269 @@
+"""``mmsr-geo batch``: super-resolve many (source, guide) pairs with the same settings (a thin
+layer over :func:`mmsr_geo.batch.run_batch`)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mmsr_geo.batch import (
+    DFC_GUIDE_RULE,
+    INDEX_NAME,
+    REPORT_NAME,
+    GuideRule,
+    PairRecord,
+    pairs_from_glob,
+    pairs_from_manifest,
+    run_batch,
+)
+from mmsr_geo.distributed import executor_from_options
+from mmsr_geo.errors import MmsrGeoError
+from mmsr_geo.fit import FitConfig
+from mmsr_geo.presets import preset_kernels
+
+from .common import reporting_command
+from .upscale import upscale
+
+EXAMPLES = """
+\b
+Examples:
+  # Data Fusion Contest names (JAX_004_006_DSM.tif -> JAX_004_006_RGB.tif) out of the box
+  mmsr-geo batch 'dfc/*_DSM.tif' -s 2 -o results/
+  # guides in another folder, named dem_<id>.tif -> ortho_<id>.tif
+  mmsr-geo batch 'dem/*.tif' --guide-pattern 's/^dem_/ortho_/' --guide-dir ortho/ -s 4 -o out/
+  # explicit pairs (CSV: source,guide[,output]) on a Dask cluster of GPU workers
+  mmsr-geo batch --manifest pairs.csv -s 2 -o out/ --device cuda --scheduler tcp://head:8786
+"""
+
+UPSCALE_OPTIONS = (
+    "scale",
+    "band",
+    "guide_bands",
+    "preset",
+    "iterations",
+    "features",
+    "seed",
+    "device",
+    "tile_size",
+    "overlap",
+    "aoi",
+    "dtype",
+    "nodata",
+    "creation_options",
+    "cog",
+)
+"""Options of ``upscale`` that ``batch`` takes unchanged (same names, types, defaults, help)."""
+
+
+def upscale_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the fit and output options of ``upscale``, taken from its definitions so
+    the two commands cannot drift apart."""
+    shared = [copy.copy(p) for p in upscale.params if p.name in UPSCALE_OPTIONS]
+    missing = set(UPSCALE_OPTIONS) - {p.name for p in shared}
+    if missing:
+        raise RuntimeError(f"upscale no longer defines {sorted(missing)}")
+    # What click.option does: decorators append to __click_params__, which the command
+    # reverses (decorators apply bottom-up), so append ours reversed to keep upscale's order.
+    params = getattr(func, "__click_params__", [])
+    func.__click_params__ = params + shared[::-1]  # type: ignore[attr-defined]
+    return func
+
+
+def executor_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Where tiles run: in-process (default), local processes or an existing Dask cluster."""
+    options = [
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Local worker processes fitting tiles in parallel (1: in this process).",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="tcp://HOST:PORT",
+            help="Run tiles as tasks on this existing Dask scheduler.",
+        ),
+        click.option(
+            "--scheduler-file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Dask scheduler file (dask scheduler --scheduler-file, dask-jobqueue).",
+        ),
+        click.option(
+            "--gpu-per-task",
+            is_flag=True,
+            help="Each Dask task asks for one GPU worker resource (workers started with "
+            "--resources GPU=1); implied by --device cuda with a scheduler.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _echo_pair(number: int, total: int, record: PairRecord) -> None:
+    name = Path(record.source).name
+    if record.status == "failed":
+        line = f"failed: {record.error}"
+    elif record.status == "skipped":
+        line = "skipped (output done with the same settings)"
+    else:
+        rmse = (
+            f", cycle RMSE {record.cycle_rmse:.4g}"
+            if record.cycle_rmse is not None and not math.isnan(record.cycle_rmse)
+            else ""
+        )
+        line = (
+            f"ok: {record.tiles_total} tiles ({record.tiles_fitted} fitted, "
+            f"{record.tiles_resumed} resumed) in {record.seconds:.1f} s{rmse}"
+        )
+    click.echo(f"[{number}/{total}] {name}: {line}", err=True)
+
+
+@click.command(
+    "batch",
+    epilog=EXAMPLES,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.argument("sources", nargs=-1, metavar="[SOURCES]...")
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="CSV of pairs: source,guide[,output] (header optional; relative paths are relative "
+    "to the CSV). Instead of SOURCES.",
+)
+@click.option(
+    "--guide-pattern",
+    default=DFC_GUIDE_RULE,
+    show_default=True,
+    metavar="s/REGEX/REPLACEMENT/",
+    help="How a source's file name becomes its guide's: a sed-style substitution with a "
+    "Python regex (\\1 for groups, first match only; any delimiter after 's'). Sources it "
+    "does not change are left out. The default maps Data Fusion Contest names "
+    "(X_DSM.tif, X_AGL.tif -> X_RGB.tif).",
+)
+@click.option(
+    "--guide-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder of the guides [default: each source's folder].",
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for the outputs (<source stem>_sr.tif), the JSON report and the GeoJSON "
+    "footprint index.",
+)
+@upscale_options
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Redo pairs whose output exists (skipped by default when made with the same "
+    "settings; other existing outputs fail their pair).",
+)
+@executor_options
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=f"JSON report [default: OUTPUT_DIR/{REPORT_NAME}].",
+)
+@click.option(
+    "--index",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help=f"GeoJSON index of the footprints, EPSG:4326 [default: OUTPUT_DIR/{INDEX_NAME}].",
+)
+@reporting_command
+def batch(
+    sources: tuple[str, ...],
+    manifest: Path | None,
+    guide_pattern: str,
+    guide_dir: Path | None,
+    output_dir: Path,
+    scale: int,
+    band: int | None,
+    guide_bands: tuple[int, ...] | None,
+    preset: str,
+    iterations: int,
+    features: int,
+    seed: int,
+    device: str,
+    tile_size: int,
+    overlap: int,
+    aoi: str | None,
+    dtype: str,
+    nodata: float | None,
+    creation_options: tuple[tuple[str, str], ...],
+    cog: bool,
+    overwrite: bool,
+    workers: int,
+    scheduler: str | None,
+    scheduler_file: Path | None,
+    gpu_per_task: bool,
+    report: Path | None,
+    index: Path | None,
+    quiet: bool,
+) -> None:
+    """Super-resolve many rasters with the same settings as 'upscale'.
+
+    SOURCES are files or glob patterns (quote them to use '**'); each source's guide is found
+    by --guide-pattern. A pair that fails is reported and the others go on; the exit status
+    is 1 if any failed. Rerunning skips finished outputs and resumes interrupted rasters from
+    their tile checkpoints.
+    """
+    if bool(sources) == (manifest is not None):
+        raise click.UsageError("give either SOURCES or --manifest")
+    if manifest is not None:
+        pairs = pairs_from_manifest(manifest)
+    else:
+        pairs = pairs_from_glob(sources, GuideRule.parse(guide_pattern, guide_dir))
+    kernels = preset_kernels(preset)
+    config = FitConfig(
+        iterations=iterations,
+        s2g_kernel=kernels.s2g,
+        g2s_kernel=kernels.g2s,
+        features=features,
+        seed=seed,
+        device=device,
+    )
+    gpu = gpu_per_task or device.startswith("cuda")
+    with executor_from_options(
+        scheduler, str(scheduler_file) if scheduler_file else None, workers, gpu
+    ) as executor:
+        result = run_batch(
+            pairs,
+            output_dir,
+            scale=scale,
+            config=config,
+            overwrite=overwrite,
+            executor=executor,
+            report_path=report,
+            index_path=index,
+            on_pair=None if quiet else _echo_pair,
+            show_progress=not quiet,
+            band=band,
+            guide_bands=guide_bands,
+            tile_size=tile_size,
+            overlap=overlap,
+            aoi=aoi,
+            dtype=dtype,
+            nodata=nodata,
+            creation_options=dict(creation_options),
+            cog=cog,
+        )
+    report_file = report or output_dir / REPORT_NAME
+    if not quiet:
+        click.echo(
+            f"{result.count('ok')} done, {result.count('skipped')} skipped, {result.failed} "
+            f"failed in {result.seconds:.1f} s; report: {report_file}",
+            err=True,
+        )
+    if result.failed:
+        raise MmsrGeoError(
+            f"{result.failed} of {len(result.records)} pairs failed: see {report_file}"
+        )
