@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 *cli_command(),
                 "upscale",
                 str(source),
+                "--guide",
                 str(guide),
                 "-s",
                 str(SCALE),

@@ -3,11 +3,8 @@ layer over :func:`mmsr_geo.batch.run_batch`)."""
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -23,11 +20,16 @@ from mmsr_geo.batch import (
 )
 from mmsr_geo.distributed import executor_from_options
 from mmsr_geo.errors import MmsrGeoError
-from mmsr_geo.fit import FitConfig
-from mmsr_geo.presets import preset_kernels
 
 from .common import reporting_command
-from .upscale import upscale
+from .options import (
+    executor_options,
+    fit_config,
+    fit_options,
+    output_options,
+    raster_options,
+    scale_option,
+)
 
 EXAMPLES = """
 \b
@@ -39,71 +41,6 @@ Examples:
   # explicit pairs (CSV: source,guide[,output]) on a Dask cluster of GPU workers
   mmsr-geo batch --manifest pairs.csv -s 2 -o out/ --device cuda --scheduler tcp://head:8786
 """
-
-UPSCALE_OPTIONS = (
-    "scale",
-    "band",
-    "guide_bands",
-    "preset",
-    "iterations",
-    "features",
-    "seed",
-    "device",
-    "tile_size",
-    "overlap",
-    "aoi",
-    "dtype",
-    "nodata",
-    "creation_options",
-    "cog",
-)
-"""Options of ``upscale`` that ``batch`` takes unchanged (same names, types, defaults, help)."""
-
-
-def upscale_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command the fit and output options of ``upscale``, taken from its definitions so
-    the two commands cannot drift apart."""
-    shared = [copy.copy(p) for p in upscale.params if p.name in UPSCALE_OPTIONS]
-    missing = set(UPSCALE_OPTIONS) - {p.name for p in shared}
-    if missing:
-        raise RuntimeError(f"upscale no longer defines {sorted(missing)}")
-    # What click.option does: decorators append to __click_params__, which the command
-    # reverses (decorators apply bottom-up), so append ours reversed to keep upscale's order.
-    params = getattr(func, "__click_params__", [])
-    func.__click_params__ = params + shared[::-1]  # type: ignore[attr-defined]
-    return func
-
-
-def executor_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Where tiles run: in-process (default), local processes or an existing Dask cluster."""
-    options = [
-        click.option(
-            "--workers",
-            type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
-            help="Local worker processes fitting tiles in parallel (1: in this process).",
-        ),
-        click.option(
-            "--scheduler",
-            metavar="tcp://HOST:PORT",
-            help="Run tiles as tasks on this existing Dask scheduler.",
-        ),
-        click.option(
-            "--scheduler-file",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="Dask scheduler file (dask scheduler --scheduler-file, dask-jobqueue).",
-        ),
-        click.option(
-            "--gpu-per-task",
-            is_flag=True,
-            help="Each Dask task asks for one GPU worker resource (workers started with "
-            "--resources GPU=1); implied by --device cuda with a scheduler.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 def _echo_pair(number: int, total: int, record: PairRecord) -> None:
@@ -157,10 +94,13 @@ def _echo_pair(number: int, total: int, record: PairRecord) -> None:
     "--output-dir",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
-    help="Folder for the outputs (<source stem>_sr.tif), the JSON report and the GeoJSON "
+    help="Folder for the outputs (<source stem>_x<scale>.tif), the JSON report and the GeoJSON "
     "footprint index.",
 )
-@upscale_options
+@scale_option
+@raster_options
+@fit_options
+@output_options
 @click.option(
     "--overwrite",
     is_flag=True,
@@ -222,15 +162,7 @@ def batch(
         pairs = pairs_from_manifest(manifest)
     else:
         pairs = pairs_from_glob(sources, GuideRule.parse(guide_pattern, guide_dir))
-    kernels = preset_kernels(preset)
-    config = FitConfig(
-        iterations=iterations,
-        s2g_kernel=kernels.s2g,
-        g2s_kernel=kernels.g2s,
-        features=features,
-        seed=seed,
-        device=device,
-    )
+    config = fit_config(preset, iterations, features, seed, device)
     gpu = gpu_per_task or device.startswith("cuda")
     with executor_from_options(
         scheduler, str(scheduler_file) if scheduler_file else None, workers, gpu

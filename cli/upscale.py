@@ -9,117 +9,62 @@ from pathlib import Path
 
 import click
 
-from mmsr_geo.fit import FitConfig
+from mmsr_geo.distributed import executor_from_options
 from mmsr_geo.pipeline import upscale_raster
-from mmsr_geo.presets import PRESETS, preset_kernels
-from mmsr_geo.writer import DTYPES
 
 from .common import reporting_command
-from .params import BAND_LIST, CREATION_OPTION, DEVICE, SCALE
+from .options import (
+    executor_options,
+    fit_config,
+    fit_options,
+    output_options,
+    raster_options,
+    scale_option,
+)
 
 EXAMPLES = """
 \b
 Examples:
-  mmsr-geo upscale dem_2m.tif ortho_25cm.tif -s 8 -o dem_25cm.tif
-  mmsr-geo upscale thermal.tif rgbn.tif -s 4 --guide-bands 1,2,3,4 --cog --preview check.png
-  mmsr-geo upscale dsm.tif rgb.tif -s 4 --aoi site.geojson --co COMPRESS=ZSTD
+  # 2 m DEM + 50 cm orthophoto -> 50 cm DEM
+  mmsr-geo upscale dem_2m.tif --guide ortho_50cm.tif --scale 4 -o dem_50cm.tif
+  # thermal x5 with a 4-band guide, Cloud Optimized GeoTIFF and a quick-look PNG
+  mmsr-geo upscale lst.tif --guide rgbn.tif -s 5 --guide-bands 1,2,3,4 --cog --preview look.png
+  # only inside an area, ZSTD compression, on the GPU
+  mmsr-geo upscale dsm.tif -g rgb.tif -s 4 --aoi site.geojson --co COMPRESS=ZSTD --device cuda
 """
 
 
 @click.command(
     "upscale",
     epilog=EXAMPLES,
+    short_help="Super-resolve one raster with a high-resolution guide.",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.argument("source", type=click.Path(path_type=Path))
-@click.argument("guide", type=click.Path(path_type=Path))
+@click.option(
+    "-g",
+    "--guide",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="High-resolution guide raster (RGB, RGBNIR, ...), on any grid or CRS.",
+)
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
     help="Output GeoTIFF [default: SOURCE_x<scale>.tif beside the source].",
 )
-@click.option(
-    "-s",
-    "--scale",
-    type=SCALE,
-    required=True,
-    help="Integer factor >= 2: output pixels are the source's divided by it.",
-)
-@click.option("--band", type=int, help="Source band to super-resolve (required if it has several).")
-@click.option(
-    "--guide-bands", type=BAND_LIST, help="Guide bands, e.g. 1,2,3 [default: all except alpha]."
-)
-@click.option(
-    "--preset",
-    type=click.Choice(sorted(PRESETS)),
-    default="remote-sensing",
-    show_default=True,
-    help="Filter kernels: depth 11/5, remote-sensing 5/3 (DEM, DSM, thermal).",
-)
-@click.option(
-    "--iterations",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Optimisation steps per tile.",
-)
-@click.option(
-    "--features",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Hidden feature channels of the network (fewer: faster, coarser).",
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Random seed; tile i uses seed + i."
-)
-@click.option(
-    "--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
-)
-@click.option(
-    "--tile-size",
-    type=click.IntRange(min=4),
-    default=64,
-    show_default=True,
-    help="Tile edge in SOURCE pixels (an output tile is scale times larger).",
-)
-@click.option(
-    "--overlap",
-    type=click.IntRange(min=0),
-    default=8,
-    show_default=True,
-    help="Overlap of neighbouring tiles in SOURCE pixels, blended smoothly.",
-)
-@click.option(
-    "--aoi",
-    help="Area of interest: a GeoJSON file (RFC 7946 lon/lat, EPSG:4326, unless it "
-    "names a crs) or a WKT polygon in the SOURCE's CRS. Outside it: nodata.",
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(DTYPES),
-    default="float32",
-    show_default=True,
-    help="Output data type.",
-)
-@click.option(
-    "--nodata", type=float, help="Output nodata [default: the source's, else -9999 for floats]."
-)
-@click.option(
-    "--co",
-    "creation_options",
-    type=CREATION_OPTION,
-    multiple=True,
-    help="GDAL creation option NAME=VALUE (repeatable), e.g. --co COMPRESS=ZSTD.",
-)
-@click.option("--cog", is_flag=True, help="Write a Cloud Optimized GeoTIFF.")
+@scale_option
+@raster_options
+@fit_options
+@output_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option(
     "--preview",
     type=click.Path(path_type=Path),
     help="Also write a quick-look PNG (guide, LR, SR, hillshades).",
 )
+@executor_options
 @reporting_command
 def upscale(
     source: Path,
@@ -142,46 +87,50 @@ def upscale(
     cog: bool,
     overwrite: bool,
     preview: Path | None,
+    workers: int,
+    scheduler: str | None,
+    scheduler_file: Path | None,
+    gpu_per_task: bool,
     quiet: bool,
 ) -> None:
-    """Super-resolve SOURCE (e.g. a DEM) by --scale using the high-resolution GUIDE image.
+    """Super-resolve SOURCE (a DEM, DSM, thermal or depth raster) by --scale with --guide.
 
     The output has the source's CRS and bounds with pixels --scale times smaller. The guide may
     be on any grid or CRS overlapping the source: it is warped onto the output grid tile by
-    tile. Tiles are fitted one by one and checkpointed beside the output
-    (OUTPUT.mmsr-work/): rerun the same command after a crash or Ctrl-C to resume.
+    tile. Tiles are fitted one by one (or by --workers / a Dask --scheduler) and checkpointed
+    beside the output (OUTPUT.mmsr-work/): rerun the same command after a crash or Ctrl-C to
+    resume. The output is written under a temporary name and renamed when complete.
     """
-    kernels = preset_kernels(preset)
-    config = FitConfig(
-        iterations=iterations,
-        s2g_kernel=kernels.s2g,
-        g2s_kernel=kernels.g2s,
-        features=features,
-        seed=seed,
-        device=device,
-    )
+    config = fit_config(preset, iterations, features, seed, device)
     pipeline_log = logging.getLogger("mmsr_geo.pipeline")
     if not quiet and pipeline_log.getEffectiveLevel() > logging.INFO:
         pipeline_log.setLevel(logging.INFO)  # the tile count and device are always worth seeing
-    report = upscale_raster(
-        source,
-        guide,
-        output,
-        scale=scale,
-        config=config,
-        band=band,
-        guide_bands=guide_bands,
-        tile_size=tile_size,
-        overlap=overlap,
-        aoi=aoi,
-        dtype=dtype,
-        nodata=nodata,
-        creation_options=dict(creation_options),
-        cog=cog,
-        overwrite=overwrite,
-        preview=preview,
-        show_progress=not quiet,
-    )
+    with executor_from_options(
+        scheduler,
+        str(scheduler_file) if scheduler_file else None,
+        workers,
+        gpu_per_task or device.startswith("cuda"),
+    ) as executor:
+        report = upscale_raster(
+            source,
+            guide,
+            output,
+            scale=scale,
+            config=config,
+            band=band,
+            guide_bands=guide_bands,
+            tile_size=tile_size,
+            overlap=overlap,
+            aoi=aoi,
+            dtype=dtype,
+            nodata=nodata,
+            creation_options=dict(creation_options),
+            cog=cog,
+            overwrite=overwrite,
+            preview=preview,
+            executor=executor,
+            show_progress=not quiet,
+        )
     if not quiet:
         rmse = (
             f", mean cycle RMSE {report.mean_cycle_rmse:.4g}"

@@ -39,7 +39,7 @@ from .devices import resolve_device
 from .errors import InputError, MmsrGeoError
 from .executors import SerialExecutor, TileExecutor
 from .fit import FitConfig
-from .pipeline import _file_id, upscale_raster
+from .pipeline import default_output_path, file_fingerprint, upscale_raster
 from .writer import read_settings
 
 log = logging.getLogger(__name__)
@@ -170,20 +170,21 @@ def pairs_from_manifest(csv_path: str | os.PathLike[str]) -> list[Pair]:
     return pairs
 
 
-def output_path(pair: Pair, output_dir: Path) -> Path:
-    """Where a pair's result goes: its manifest output, else ``<source stem>_sr.tif``.
+def output_path(pair: Pair, output_dir: Path, scale: int) -> Path:
+    """Where a pair's result goes: its manifest output, else ``<source stem>_x<scale>.tif`` (the
+    name ``upscale`` gives), in ``output_dir``.
 
     The suffix keeps an output directory equal to the input folder from overwriting sources.
     """
     if pair.output is not None:
         return pair.output if pair.output.is_absolute() else output_dir / pair.output
-    return output_dir / f"{pair.source.stem}_sr.tif"
+    return output_dir / default_output_path(pair.source, scale).name
 
 
-def resolve_outputs(pairs: Sequence[Pair], output_dir: Path) -> list[Path]:
+def resolve_outputs(pairs: Sequence[Pair], output_dir: Path, scale: int) -> list[Path]:
     """Output paths of all pairs, refusing clashes before anything runs (two sources with the
     same name in different folders would otherwise overwrite each other's result)."""
-    outputs = [output_path(p, output_dir) for p in pairs]
+    outputs = [output_path(p, output_dir, scale) for p in pairs]
     seen: dict[Path, Path] = {}
     inputs = {p.source.resolve() for p in pairs} | {p.guide.resolve() for p in pairs}
     for pair, out in zip(pairs, outputs, strict=True):
@@ -334,8 +335,8 @@ def _expected_settings(
     del config_fields["device"]
     expected: dict[str, Any] = {
         "version": __version__,
-        "source_file": _file_id(pair.source),
-        "guide_file": _file_id(pair.guide),
+        "source_file": file_fingerprint(pair.source),
+        "guide_file": file_fingerprint(pair.guide),
         "scale": scale,
         "tile_size": option("tile_size"),
         "overlap": option("overlap"),
@@ -417,7 +418,7 @@ def run_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     report_file = Path(report_path) if report_path is not None else out_dir / REPORT_NAME
     index_file = Path(index_path) if index_path is not None else out_dir / INDEX_NAME
-    outputs = resolve_outputs(pairs, out_dir)
+    outputs = resolve_outputs(pairs, out_dir, scale)
     report = BatchReport(
         settings={"scale": scale, **dataclasses.asdict(config), **options},
     )

@@ -134,7 +134,8 @@ def _statistics(
         raise InputError(str(exc)) from None
 
 
-def _file_id(path: Path) -> dict[str, Any]:
+def file_fingerprint(path: Path) -> dict[str, Any]:
+    """Path, size and modification time: enough to tell that an input changed since a run."""
     stat = path.stat()
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
@@ -277,7 +278,11 @@ def upscale_raster(
     if dtype not in DTYPES:
         raise InputError(f"unsupported output dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     plan_tiles(4, 4, 2, tile_size, overlap)  # validates tile_size/overlap before opening files
-    device = str(resolve_device(config.device))
+    executor = executor or SerialExecutor()
+    # Tiles that run elsewhere (worker processes, a Dask cluster) pick their device there: a
+    # CPU-only login node may well send tiles to GPU workers.
+    in_process = getattr(executor, "in_process", False)
+    device = str(resolve_device(config.device)) if in_process else config.device
 
     with contextlib.ExitStack() as stack:
         src = stack.enter_context(open_raster(source_path, "source"))
@@ -305,10 +310,10 @@ def upscale_raster(
         settings = {
             "version": __version__,
             "source": source_path.name,
-            "source_file": _file_id(source_path),
+            "source_file": file_fingerprint(source_path),
             "band": band,
             "guide": guide_path.name,
-            "guide_file": _file_id(guide_path),
+            "guide_file": file_fingerprint(guide_path),
             "guide_bands": list(bands),
             "scale": scale,
             "tile_size": tile_size,
@@ -347,7 +352,7 @@ def upscale_raster(
                 config,
                 skipped,
                 checkpoints,
-                executor or SerialExecutor(),
+                executor,
                 show_progress,
             )
             tags = provenance_tags(settings)

@@ -29,8 +29,22 @@ from mmsr_geo.fit import FitConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
-FAST = ["-s", "2", "--iterations", "2", "--features", "4", "--tile-size", "8", "--overlap", "2",
-        "--device", "cpu", "--seed", "0"]
+FAST = [
+    "-s",
+    "2",
+    "--iterations",
+    "2",
+    "--features",
+    "4",
+    "--tile-size",
+    "8",
+    "--overlap",
+    "2",
+    "--device",
+    "cpu",
+    "--seed",
+    "0",
+]
 """CLI settings that fit a 12x12 source in 4 tiles of a few milliseconds each."""
 
 _RUN_CLI = "import sys; from mmsr_geo_cli.main import main; sys.exit(main())"
@@ -144,7 +158,7 @@ def test_manifest_paths_are_relative_to_the_csv(tmp_path: Path):
         Pair(Path("/abs/b.tif"), Path("/abs/b_rgb.tif")),
     ]
     out = tmp_path / "out"
-    assert resolve_outputs(pairs, out) == [out / "a_50cm.tif", out / "b_sr.tif"]
+    assert resolve_outputs(pairs, out, 2) == [out / "a_50cm.tif", out / "b_x2.tif"]
     manifest.write_text("a.tif\n", encoding="utf-8")
     with pytest.raises(InputError, match="line 1"):
         pairs_from_manifest(manifest)
@@ -153,10 +167,10 @@ def test_manifest_paths_are_relative_to_the_csv(tmp_path: Path):
 def test_outputs_that_clash_or_overwrite_inputs_are_refused(tmp_path: Path):
     clash = [Pair(Path("x/a_DSM.tif"), Path("x/a_RGB.tif")), Pair(Path("y/a_DSM.tif"), Path("g"))]
     with pytest.raises(InputError, match="both be written"):
-        resolve_outputs(clash, tmp_path)
+        resolve_outputs(clash, tmp_path, 2)
     onto_source = [Pair(tmp_path / "a.tif", tmp_path / "g.tif", Path("a.tif"))]
     with pytest.raises(InputError, match="overwrite an input"):
-        resolve_outputs(onto_source, tmp_path)
+        resolve_outputs(onto_source, tmp_path, 2)
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -208,7 +222,7 @@ def test_bad_pair_fails_alone_and_reruns_skip_finished_outputs(tmp_path: Path):
     assert statuses == ["ok", "ok"]
 
     pair = Pair(data / "JAX_001_001_DSM.tif", data / "JAX_001_001_RGB.tif")
-    output = out / "JAX_001_001_DSM_sr.tif"
+    output = out / "JAX_001_001_DSM_x2.tif"
     same = FitConfig(iterations=2, features=4, s2g_kernel=5, g2s_kernel=3, seed=0, device="cpu")
     options = {"tile_size": 8, "overlap": 2}
     assert is_done(pair, output, 2, same, options)

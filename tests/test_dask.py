@@ -68,7 +68,7 @@ def serial_outputs(pairs, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 def assert_same_outputs(expected: dict[str, np.ndarray], out: Path) -> None:
     """Bit-identical: each tile is fitted by one process from the same arrays and seed, and
     every reduction inside a fit runs in that process; only where a tile runs differs."""
-    assert sorted(p.name for p in out.glob("*_sr.tif")) == sorted(expected)
+    assert sorted(p.name for p in out.glob("*_x2.tif")) == sorted(expected)
     for name, array in expected.items():
         np.testing.assert_array_equal(read(out / name), array)
 

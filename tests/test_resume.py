@@ -55,8 +55,8 @@ def test_interrupted_and_killed_batch_resumes_to_the_uninterrupted_output(tmp_pa
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
     make_pair(data, "JAX_010_010", lr=LR)
-    final = out / "JAX_010_010_DSM_sr.tif"
-    work = out / "JAX_010_010_DSM_sr.tif.mmsr-work"
+    final = out / "JAX_010_010_DSM_x2.tif"
+    work = out / "JAX_010_010_DSM_x2.tif.mmsr-work"
 
     code, stderr = _stop_after(_start(data, out), work, final, 1, signal.SIGINT)
     assert code == 130 and "Interrupted" in stderr, stderr

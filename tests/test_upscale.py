@@ -164,6 +164,7 @@ def test_cli_cog_creation_options_and_preview(tmp_path: Path) -> None:
     output = tmp_path / "cog.tif"
     args = [
         str(source),
+        "--guide",
         str(guide),
         "-s",
         "2",
@@ -209,15 +210,18 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     exists.write_bytes(b"keep me")
     s, g = str(source), str(guide)
     return {
-        "missing": ([str(tmp_path / "nope.tif"), g, "-s", "2"], "not found"),
-        "not a raster": ([str(tmp_path / "notes.tif"), g, "-s", "2"], "not a raster"),
-        "no overlap": ([s, str(far), "-s", "2"], "does not overlap"),
-        "band index": ([s, g, "-s", "2", "--band", "3"], "band 3 does not exist"),
-        "guide band": ([s, g, "-s", "2", "--guide-bands", "1,5"], "band 5 does not exist"),
-        "scale": ([s, g, "-s", "1"], "scale must be an integer >= 2"),
-        "multi-band": ([str(multi), g, "-s", "2"], "choose one with --band"),
-        "all nodata": ([str(empty), g, "-s", "2"], "no valid pixel"),
-        "exists": ([s, g, "-s", "2", "-o", str(exists)], "--overwrite"),
+        "missing": ([str(tmp_path / "nope.tif"), "--guide", g, "-s", "2"], "not found"),
+        "not a raster": ([str(tmp_path / "notes.tif"), "--guide", g, "-s", "2"], "not a raster"),
+        "no overlap": ([s, "--guide", str(far), "-s", "2"], "does not overlap"),
+        "band index": ([s, "--guide", g, "-s", "2", "--band", "3"], "band 3 does not exist"),
+        "guide band": (
+            [s, "--guide", g, "-s", "2", "--guide-bands", "1,5"],
+            "band 5 does not exist",
+        ),
+        "scale": ([s, "--guide", g, "-s", "1"], "scale must be an integer >= 2"),
+        "multi-band": ([str(multi), "--guide", g, "-s", "2"], "choose one with --band"),
+        "all nodata": ([str(empty), "--guide", g, "-s", "2"], "no valid pixel"),
+        "exists": ([s, "--guide", g, "-s", "2", "-o", str(exists)], "--overwrite"),
     }
 
 
@@ -238,7 +242,17 @@ def test_real_subprocess(tmp_path: Path) -> None:
     source, guide, _ = pair(tmp_path)
     command = [sys.executable, "-c", "from mmsr_geo_cli.upscale import upscale; upscale()"]
     ok = subprocess.run(
-        [*command, str(source), str(guide), "-s", "2", "--tile-size", "24", *FAST_ARGS[:-1]],
+        [
+            *command,
+            str(source),
+            "--guide",
+            str(guide),
+            "-s",
+            "2",
+            "--tile-size",
+            "24",
+            *FAST_ARGS[:-1],
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -248,7 +262,18 @@ def test_real_subprocess(tmp_path: Path) -> None:
     assert "1 tiles (1 fitted" in ok.stderr and "on cpu" in ok.stderr
     assert (tmp_path / "dem_x2.tif").exists()
     bad = subprocess.run(
-        [*command, str(source), str(guide), "-s", "2", "--band", "9", "-o", str(tmp_path / "x")],
+        [
+            *command,
+            str(source),
+            "--guide",
+            str(guide),
+            "-s",
+            "2",
+            "--band",
+            "9",
+            "-o",
+            str(tmp_path / "x"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,0 +1,167 @@
+"""Option groups shared by ``upscale`` and ``batch``: one definition each, so names, units,
+defaults and help texts cannot drift between commands."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mmsr_geo.fit import FitConfig
+from mmsr_geo.presets import PRESETS, preset_kernels
+from mmsr_geo.writer import DTYPES
+
+from .params import BAND_LIST, CREATION_OPTION, DEVICE, SCALE
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _group(*options: Decorator) -> Decorator:
+    def apply(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+scale_option = click.option(
+    "-s",
+    "--scale",
+    type=SCALE,
+    required=True,
+    help="Integer factor >= 2 (e.g. 4 or x4): output pixels are the source's divided by it.",
+)
+
+fit_options = _group(
+    click.option(
+        "--preset",
+        type=click.Choice(sorted(PRESETS)),
+        default="remote-sensing",
+        show_default=True,
+        help="Filter neighbourhoods: depth 11/5 (depth maps), remote-sensing 5/3 "
+        "(DEM, DSM, thermal).",
+    ),
+    click.option(
+        "--iterations",
+        type=click.IntRange(min=1),
+        default=1000,
+        show_default=True,
+        help="Optimisation steps per tile (the paper's 1000; fewer for a quick look).",
+    ),
+    click.option(
+        "--features",
+        type=click.IntRange(min=1),
+        default=64,
+        show_default=True,
+        help="Hidden feature channels of the network (fewer: faster, coarser).",
+    ),
+    click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Random seed; tile i uses seed + i, so reruns give the same output.",
+    ),
+    click.option(
+        "--device",
+        type=DEVICE,
+        default="auto",
+        show_default=True,
+        help="auto (first GPU if any, else CPU), cpu, cuda or cuda:N.",
+    ),
+)
+
+raster_options = _group(
+    click.option(
+        "--band", type=int, help="Source band to super-resolve (required if it has several)."
+    ),
+    click.option(
+        "--guide-bands",
+        type=BAND_LIST,
+        help="Guide bands, e.g. 1,2,3 or 4,3,2 [default: all except alpha].",
+    ),
+    click.option(
+        "--tile-size",
+        type=click.IntRange(min=4),
+        default=64,
+        show_default=True,
+        help="Tile edge in SOURCE pixels (an output tile is scale times larger).",
+    ),
+    click.option(
+        "--overlap",
+        type=click.IntRange(min=0),
+        default=8,
+        show_default=True,
+        help="Overlap of neighbouring tiles in SOURCE pixels, blended smoothly.",
+    ),
+    click.option(
+        "--aoi",
+        help="Area of interest: a GeoJSON file (RFC 7946 lon/lat, EPSG:4326, unless it "
+        "names a crs) or a WKT polygon in the SOURCE's CRS. Outside it: nodata.",
+    ),
+)
+
+output_options = _group(
+    click.option(
+        "--dtype",
+        type=click.Choice(DTYPES),
+        default="float32",
+        show_default=True,
+        help="Output data type.",
+    ),
+    click.option(
+        "--nodata",
+        type=float,
+        help="Output nodata value [default: the source's, else -9999 for floats].",
+    ),
+    click.option(
+        "--co",
+        "creation_options",
+        type=CREATION_OPTION,
+        multiple=True,
+        help="GDAL creation option NAME=VALUE (repeatable), e.g. --co COMPRESS=ZSTD.",
+    ),
+    click.option("--cog", is_flag=True, help="Write Cloud Optimized GeoTIFFs (GDAL COG driver)."),
+)
+
+executor_options = _group(
+    click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Local worker processes fitting tiles in parallel (1: in this process).",
+    ),
+    click.option(
+        "--scheduler",
+        metavar="tcp://HOST:PORT",
+        help="Run tiles as tasks on this existing Dask scheduler.",
+    ),
+    click.option(
+        "--scheduler-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="Dask scheduler file (dask scheduler --scheduler-file, dask-jobqueue).",
+    ),
+    click.option(
+        "--gpu-per-task",
+        is_flag=True,
+        help="Each Dask task asks for one GPU worker resource (workers started with "
+        "--resources GPU=1); implied by --device cuda with a scheduler.",
+    ),
+)
+
+
+def fit_config(preset: str, iterations: int, features: int, seed: int, device: str) -> FitConfig:
+    """The :class:`FitConfig` that ``fit_options`` describe."""
+    kernels = preset_kernels(preset)
+    return FitConfig(
+        iterations=iterations,
+        s2g_kernel=kernels.s2g,
+        g2s_kernel=kernels.g2s,
+        features=features,
+        seed=seed,
+        device=device,
+    )
