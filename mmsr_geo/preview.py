@@ -28,15 +28,38 @@ PREVIEW_PIXELS = 512 * 512
 
 
 def hillshade(
-    elevation: np.ndarray, pixel_size: float, azimuth: float = 315.0, altitude: float = 45.0
+    elevation: np.ndarray,
+    pixel_size: float | tuple[float, float],
+    azimuth: float = 315.0,
+    altitude: float = 45.0,
 ) -> np.ndarray:
-    """Lambertian hillshade in [0, 1] (NaN stays NaN)."""
-    dy, dx = np.gradient(elevation, pixel_size)
+    """Lambertian hillshade in [0, 1] (NaN stays NaN); ``pixel_size`` is (y, x) or one number,
+    in the elevation's unit (metres)."""
+    py, px = pixel_size if isinstance(pixel_size, tuple) else (pixel_size, pixel_size)
+    dy, dx = np.gradient(elevation, py, px)
     slope = np.arctan(np.hypot(dx, dy))
     aspect = np.arctan2(-dx, dy)
     az, alt = np.radians(360.0 - azimuth + 90.0), np.radians(altitude)
     shaded = np.sin(alt) * np.cos(slope) + np.cos(alt) * np.sin(slope) * np.cos(az - aspect)
     return np.clip(shaded, 0.0, 1.0)
+
+
+def ground_pixel_size(grid: OutputGrid, shape: tuple[int, int]) -> tuple[float, float]:
+    """(y, x) size in metres of a pixel when the source's extent is drawn at ``shape``.
+
+    In a geographic CRS a degree of longitude is shorter than one of latitude; without this a
+    hillshade of an EPSG:4326 DEM would be flat (pixels of 0.001 m) or black.
+    """
+    t = grid.lr_transform
+    py = abs(t.e) * grid.lr_height / shape[0]
+    px = abs(t.a) * grid.lr_width / shape[1]
+    if grid.georeferenced and grid.crs is not None and grid.crs.is_geographic:
+        _, bottom, _, top = grid.bounds
+        metres_per_degree = 111_320.0
+        return py * metres_per_degree, px * metres_per_degree * np.cos(
+            np.radians((bottom + top) / 2)
+        )
+    return py, px
 
 
 def _stretch(image: np.ndarray) -> np.ndarray:
@@ -82,8 +105,8 @@ def write_preview(
         sr = ds.read(1, out_shape=shape, masked=True, resampling=Resampling.average)
     sr = sr.astype(np.float64).filled(np.nan)
     rgb = _stretch(_guide_quicklook(guide, guide_bands, grid, shape))
-    lr_pixel = abs(grid.lr_transform.a) * grid.lr_width / lr.shape[1]
-    sr_pixel = abs(grid.lr_transform.a) * grid.lr_width / sr.shape[1]
+    lr_pixel = ground_pixel_size(grid, lr.shape)
+    sr_pixel = ground_pixel_size(grid, sr.shape)
     finite = np.concatenate([lr[np.isfinite(lr)], sr[np.isfinite(sr)]])
     vmin, vmax = np.percentile(finite, (2, 98)) if finite.size else (0.0, 1.0)
     panels = [
