@@ -6,6 +6,7 @@ output; the guide is warped onto a decimated output grid so the panels line up.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from affine import Affine  # noqa: E402
+from PIL import Image  # noqa: E402
 from rasterio.enums import Resampling  # noqa: E402
 from rasterio.io import DatasetReader  # noqa: E402
 from rasterio.vrt import WarpedVRT  # noqa: E402
@@ -116,7 +118,7 @@ def write_preview(
         ("LR hillshade", hillshade(lr, lr_pixel), {"cmap": "gray", "vmin": 0, "vmax": 1}),
         ("SR hillshade", hillshade(sr, sr_pixel), {"cmap": "gray", "vmin": 0, "vmax": 1}),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.4))
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8))
     for ax, (title, image, style) in zip(axes, panels, strict=True):
         ax.imshow(
             image if image.ndim == 2 or image.shape[-1] == 3 else image[..., 0],
@@ -127,5 +129,8 @@ def write_preview(
         ax.set_axis_off()
     figure.suptitle(output.name)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=90, format="png")
     plt.close(figure)
+    # 256 adaptive colours: a third of the size, no visible difference for a quick-look
+    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
