@@ -1,0 +1,89 @@
+"""Shared by the benchmark scripts: describe the machine, write one marked section of a report.
+
+Each script owns one section of BENCHMARKS.md, between ``<!-- NAME:start -->`` and
+``<!-- NAME:end -->``; rerunning it replaces that section in place and leaves the others (and
+any hand-written text) alone, so every script can be rerun on its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import os
+import platform
+from pathlib import Path
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def machine_description() -> str:
+    """One line: CPU model, usable cores, memory, OS, Python/torch/numba versions, load, date.
+
+    The load average is there because a benchmark on a shared machine is only as quiet as its
+    neighbours: a load above the core count means the timings are pessimistic.
+    """
+    import torch  # imported here: describing the machine should not cost a torch import early
+
+    try:
+        import numba
+
+        numba_version = numba.__version__
+    except ImportError:
+        numba_version = "not installed"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    memory = _memory_gib()
+    parts = [
+        f"{_cpu_model()}, {cores} cores"
+        + (f", {memory:.0f} GiB RAM" if memory is not None else ""),
+        f"{platform.system()} {platform.release()}",
+        f"Python {platform.python_version()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), numba {numba_version}",
+    ]
+    if hasattr(os, "getloadavg"):
+        parts.append("load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+    parts.append(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    return "; ".join(parts)
+
+
+def write_section(path: str | os.PathLike, name: str, markdown: str) -> None:
+    """Put ``markdown`` between the ``name`` markers of ``path``, replacing what was there.
+
+    The section is appended if the markers are missing, and the file is created with a
+    ``# Benchmarks`` title if it does not exist. The file is locked while it is rewritten, so
+    benchmark scripts finishing at the same time do not lose each other's sections.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    with open(Path(path), "a+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read() or "# Benchmarks\n"
+        i = text.find(start)
+        j = text.find(end, i + len(start)) if i >= 0 else -1
+        if i >= 0 and j >= 0:
+            text = text[:i] + block + text[j + len(end) :]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+        f.seek(0)
+        f.truncate()
+        f.write(text)
