@@ -24,6 +24,7 @@ from shapely.geometry.base import BaseGeometry
 
 from .errors import InputError, OverlapError
 from .grid import OutputGrid
+from .raster_io import pixel_validity
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,7 @@ class AlignedGuide:
         if self._vrt is not None:
             data = self._vrt.read(list(self.bands), window=window).astype(np.float32)
             masks = self._vrt.read_masks(list(self.bands), window=window)
-            valid = (masks > 0).all(axis=0) & np.isfinite(data).all(axis=0)
-            return data, valid
+            return data, pixel_validity(masks, data)
         return self._read_clipped(window)
 
     def _read_clipped(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +187,7 @@ class AlignedGuide:
         part = self.dataset.read(list(self.bands), window=inner).astype(np.float32)
         masks = self.dataset.read_masks(list(self.bands), window=inner)
         data[:, dst[0], dst[1]] = part
-        valid[dst] = (masks > 0).all(axis=0) & np.isfinite(part).all(axis=0)
+        valid[dst] = pixel_validity(masks, part)
         return data, valid
 
     def close(self) -> None:

@@ -94,18 +94,27 @@ def decimated_shape(height: int, width: int, max_pixels: int = STATS_MAX_PIXELS)
     return max(1, int(height / factor)), max(1, int(width / factor))
 
 
+def pixel_validity(masks: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """(h, w) validity of a multi-band read from its (C, h, w) GDAL masks and values.
+
+    A pixel has no data only where *every* band is masked (GDAL's per-dataset reading of a
+    nodata value): an 8-bit RGB image with nodata 255 marks saturated snow or roofs in one
+    band, which is real data. Non-finite values are never valid.
+    """
+    return (masks > 0).any(axis=0) & np.isfinite(data).all(axis=0)
+
+
 def read_decimated(
     dataset: DatasetReader,
     bands: Sequence[int],
     window: Window | None = None,
     max_pixels: int = STATS_MAX_PIXELS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A decimated (C, h, w) float64 read of ``bands`` over ``window`` and its validity (all
-    bands valid), for statistics and quick-looks."""
+    """A decimated (C, h, w) float64 read of ``bands`` over ``window`` and its validity (see
+    :func:`pixel_validity`), for statistics and quick-looks."""
     window = window or Window(0, 0, dataset.width, dataset.height)
     shape = decimated_shape(int(window.height), int(window.width), max_pixels)
     data = dataset.read(list(bands), window=window, out_shape=(len(bands), *shape))
     data = data.astype(np.float64)
     masks = dataset.read_masks(list(bands), window=window, out_shape=(len(bands), *shape))
-    valid = (masks > 0).all(axis=0) & np.isfinite(data).all(axis=0)
-    return data, valid
+    return data, pixel_validity(masks, data)

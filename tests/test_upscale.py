@@ -280,3 +280,23 @@ def test_real_subprocess(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and "band 9 does not exist" in bad.stderr
+
+
+def test_thermal_x5_with_chosen_bands_of_a_four_band_guide(tmp_path: Path) -> None:
+    """Thermal-style run: x5, a 4-band (NIR-R-G-B) guide of which bands 4,3,2 are used."""
+    lr, guide3 = terrain(10, 12, 5)
+    noise = np.random.default_rng(0).normal(size=guide3.shape[1:]).astype(np.float32)
+    guide4 = np.concatenate([guide3, noise[None]])
+    source = write(tmp_path / "lst.tif", lr + 280.0)
+    rgbn = write(tmp_path / "rgbn.tif", guide4, pixel=LR_PIXEL / 5)
+    output = tmp_path / "lst_x5.tif"
+    args = [str(source), "--guide", str(rgbn), "-s", "5", "--guide-bands", "4,3,2"]
+    result = CliRunner().invoke(upscale, [*args, "-o", str(output), *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(source) as src, rasterio.open(output) as out:
+        assert (out.width, out.height) == (60, 50)
+        assert out.transform.almost_equals(src.transform * src.transform.scale(0.2))
+        assert out.tags()["MMSR_SCALE"] == "5"
+        assert read_settings(output)["guide_bands"] == [4, 3, 2]
+        values = out.read(1)
+        assert np.all(np.isfinite(values)) and abs(values.mean() - (lr.mean() + 280.0)) < 5
