@@ -47,26 +47,16 @@ FAST = [
 ]
 """CLI settings that fit a 12x12 source in 4 tiles of a few milliseconds each."""
 
-_RUN_CLI = "import sys; from mmsr_geo_cli.main import main; sys.exit(main())"
-_RUN_CLI_FROM_TREE = "import sys; from cli.main import main; sys.exit(main())"
-
 
 def cli_command(*args: str) -> list[str]:
-    """The ``mmsr-geo`` command line, installed or (in a bare checkout) from the source tree."""
-    try:
-        import mmsr_geo_cli  # noqa: F401
-
-        code = _RUN_CLI
-    except ImportError:
-        code = _RUN_CLI_FROM_TREE
-    return [sys.executable, "-c", code, *args]
+    """The installed ``mmsr-geo`` command line, run by this interpreter."""
+    return [sys.executable, "-m", "mmsr_geo_cli", *args]
 
 
 def cli_env() -> dict[str, str]:
-    """The source tree importable, and one compute thread: on a few shared cores, torch's and
-    numba's thread pools spin against each other and make tiny fits several times slower."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    """One compute thread: on a few shared cores, torch's and numba's thread pools spin
+    against each other and make tiny fits several times slower."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -3,10 +3,8 @@ acceptance test: on a sharp-edged cross-modal pair the fit must clearly beat bic
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from affine import Affine
 from click.testing import CliRunner
+from mmsr_geo_cli.evaluate import evaluate
 from PIL import Image
 
 from mmsr_geo.errors import InputError
@@ -42,51 +41,12 @@ from mmsr_geo.fit import FitConfig
 ROOT = Path(__file__).resolve().parents[1]
 MIDDLEBURY = Path(__file__).resolve().parents[2] / "shared" / "data" / "middlebury"
 
-# Imports the CLI as installed (package mmsr_geo_cli), or straight from cli/ in a checkout
-# that has not been pip-installed.
-_CLI_IMPORT = f"""
-import importlib.util, sys
-try:
-    import mmsr_geo_cli
-except ModuleNotFoundError:
-    spec = importlib.util.spec_from_file_location(
-        "mmsr_geo_cli", {str(ROOT / "cli" / "__init__.py")!r},
-        submodule_search_locations=[{str(ROOT / "cli")!r}])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mmsr_geo_cli"] = module
-    spec.loader.exec_module(module)
-"""
-
-
-def _evaluate_command():
-    try:
-        from mmsr_geo_cli.evaluate import evaluate
-    except ModuleNotFoundError as exc:
-        if exc.name != "mmsr_geo_cli":
-            raise
-        spec = importlib.util.spec_from_file_location(
-            "mmsr_geo_cli",
-            ROOT / "cli" / "__init__.py",
-            submodule_search_locations=[str(ROOT / "cli")],
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["mmsr_geo_cli"] = module
-        spec.loader.exec_module(module)
-        from mmsr_geo_cli.evaluate import evaluate
-    return evaluate
-
 
 def run_evaluate(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``evaluate`` in a real Python process (exit code, stdout and stderr as a user sees them)."""
-    code = _CLI_IMPORT + "from mmsr_geo_cli.evaluate import evaluate\nevaluate()\n"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
     return subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, "-m", "mmsr_geo_cli", "evaluate", *args],
         cwd=ROOT,
-        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -381,7 +341,6 @@ def test_evaluate_middlebury_dir_json() -> None:
 
 def test_evaluate_geotiff_pair_table_and_json(tmp_path: Path) -> None:
     reference, guide, _ = geotiff_pair(tmp_path)
-    evaluate = _evaluate_command()
     runner = CliRunner()
     args = [str(reference), "--guide", str(guide), "--scale", "4", "--iterations", "2"]
     result = runner.invoke(evaluate, [*args, "--json", "-q", "--device", "cpu"])
@@ -415,7 +374,6 @@ def _one_line_error(result) -> str:  # noqa: ANN001 - click Result
 
 
 def test_evaluate_bad_input_is_one_line(tmp_path: Path) -> None:
-    evaluate = _evaluate_command()
     runner = CliRunner()
     line = _one_line_error(runner.invoke(evaluate, [str(tmp_path / "missing.tif"), "--guide", "x"]))
     assert "missing.tif" in line
