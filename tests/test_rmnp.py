@@ -64,7 +64,7 @@ def test_rmnp_dem_with_rgb_on_another_grid(tmp_path: Path) -> None:
         sr = out.read(1, masked=True)
         # the RGB guide covers the whole DEM; only its few nodata pixels (255 in all three
         # bands) leave holes in the output
-        assert 0 < sr.count() and sr.mask.mean() < 0.01
+        assert sr.count() > 0 and sr.mask.mean() < 0.01
         # average-pooling the output gives the DEM back: the grids line up and the fit works
         pooled = sr.filled(np.nan).reshape(src.height, 2, src.width, 2).mean(axis=(1, 3))
         both = np.isfinite(pooled)

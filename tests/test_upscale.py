@@ -300,3 +300,24 @@ def test_thermal_x5_with_chosen_bands_of_a_four_band_guide(tmp_path: Path) -> No
         assert read_settings(output)["guide_bands"] == [4, 3, 2]
         values = out.read(1)
         assert np.all(np.isfinite(values)) and abs(values.mean() - (lr.mean() + 280.0)) < 5
+
+
+def test_usage_errors_are_one_line_from_the_real_command(tmp_path: Path) -> None:
+    source, guide, _ = pair(tmp_path)
+    for args, message in [
+        (["-s", "1"], "scale must be an integer >= 2"),
+        (["-s", "four"], "is not an integer scale"),
+        (["-s", "2", "--guide-bands", "0"], "band numbers start at 1"),
+        (["-s", "2", "--co", "COMPRESS"], "is not NAME=VALUE"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "mmsr_geo_cli", "upscale", str(source), "--guide", str(guide)]
+            + args,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dem.tif", "rgb.tif"]
