@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -150,11 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         f"B={args.batch}, C={args.channels}, H={args.height}, W={args.width}, "
         f"k={args.kernel_size}, {args.dtype}"
     )
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     notes = [
         f"Cross-domain filter, forward + backward, {problem}: median of {args.repeats} runs "
         "after one warm-up, each variant in its own fresh process (peak extra memory: rise of "
         "ru_maxrss over the baseline with the inputs allocated).",
-        f"Machine: {machine}.",
+        f"Machine: {machine}."
+        + (
+            f" 1-min load average after the runs: {load_after:.1f}."
+            if load_after is not None
+            else ""
+        ),
     ]
     cpu = next((r for r in results if r["variant"] == "cpu"), None)
     if cpu is not None:
