@@ -154,12 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     devices: set[str] = set()
     started = time.perf_counter()
     for scale in scales:
-        config = FitConfig(
-            iterations=args.iterations,
-            s2g_kernel=kernels.s2g,
-            g2s_kernel=kernels.g2s,
-            seed=args.seed,
-            device=args.device,
+        config = FitConfig.from_preset(
+            "depth", iterations=args.iterations, seed=args.seed, device=args.device
         )
         for name, reference, guide in load_middlebury_dir(args.data, names):
             key = (name, scale, args.iterations, kernels.s2g, kernels.g2s, args.seed)

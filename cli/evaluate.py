@@ -24,7 +24,7 @@ from mmsr_geo.evaluation import (
     summarise,
 )
 from mmsr_geo.fit import FitConfig
-from mmsr_geo.presets import PRESETS, preset_kernels
+from mmsr_geo.presets import PRESETS
 
 from .common import reporting_command
 
@@ -203,14 +203,7 @@ def evaluate(
         n_images = 1
         pairs = iter([(pair.name, pair.reference, pair.guide, pair.mask, pair.pixel_size)])
 
-    kernels = preset_kernels(preset)
-    config = FitConfig(
-        iterations=iterations,
-        s2g_kernel=kernels.s2g,
-        g2s_kernel=kernels.g2s,
-        seed=seed,
-        device=device,
-    )
+    config = FitConfig.from_preset(preset, iterations=iterations, seed=seed, device=device)
 
     scores: list[PairScores] = []
     with tqdm(
@@ -250,8 +243,8 @@ def evaluate(
             "scale": scale,
             "iterations": iterations,
             "preset": preset,
-            "s2g_kernel": kernels.s2g,
-            "g2s_kernel": kernels.g2s,
+            "s2g_kernel": config.s2g_kernel,
+            "g2s_kernel": config.g2s_kernel,
             "seed": seed,
             "device": mean.device,
             "images": [s.as_dict() for s in scores],
@@ -261,6 +254,6 @@ def evaluate(
     else:
         click.echo(
             f"x{scale}, {iterations} iterations, preset {preset} "
-            f"({kernels.s2g}/{kernels.g2s}), device {mean.device}"
+            f"({config.s2g_kernel}/{config.g2s_kernel}), device {mean.device}"
         )
         click.echo(format_table(scores, mean))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from mmsr_geo.fit import FitConfig
-from mmsr_geo.presets import PRESETS, preset_kernels
+from mmsr_geo.presets import PRESETS
 from mmsr_geo.writer import DTYPES
 
 from .params import BAND_LIST, CREATION_OPTION, DEVICE, SCALE
@@ -156,12 +156,6 @@ executor_options = _group(
 
 def fit_config(preset: str, iterations: int, features: int, seed: int, device: str) -> FitConfig:
     """The :class:`FitConfig` that ``fit_options`` describe."""
-    kernels = preset_kernels(preset)
-    return FitConfig(
-        iterations=iterations,
-        s2g_kernel=kernels.s2g,
-        g2s_kernel=kernels.g2s,
-        features=features,
-        seed=seed,
-        device=device,
+    return FitConfig.from_preset(
+        preset, iterations=iterations, features=features, seed=seed, device=device
     )

@@ -17,7 +17,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from mmsr_geo import FitConfig, preset_kernels
+from mmsr_geo import FitConfig
 from mmsr_geo.pipeline import upscale_raster
 
 
@@ -44,13 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     output = args.output_dir / "rmnp-dem_x2.tif"
     preview = args.output_dir / "rmnp-preview.png"
-    kernels = preset_kernels("remote-sensing")
-    config = FitConfig(
-        iterations=args.iterations,
-        s2g_kernel=kernels.s2g,
-        g2s_kernel=kernels.g2s,
-        seed=0,
-        device=args.device,
+    config = FitConfig.from_preset(
+        "remote-sensing", iterations=args.iterations, seed=0, device=args.device
     )
     print(
         f"Demo: RMNP DEM x2 with the RMNP RGB image as guide, {args.iterations} iterations per "

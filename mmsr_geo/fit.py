@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from .devices import resolve_device
 from .model import MMSRNet
 from .normalisation import Normalisation, fill_invalid, normalisation_stats
+from .presets import preset_kernels
 
 ProgressCallback = Callable[[int, int, float], None]
 """Called after every iteration with (iterations done, iterations in all, loss)."""
@@ -37,6 +39,13 @@ class FitConfig:
     guide_weight_decay: float = 5e-4
     seed: int = 0
     device: str = "auto"
+
+    @classmethod
+    def from_preset(cls, preset: str, **settings: Any) -> FitConfig:
+        """The configuration of a named preset's kernels ("depth", "remote-sensing") with the
+        other ``settings`` (iterations, seed, device, ...)."""
+        kernels = preset_kernels(preset)
+        return cls(s2g_kernel=kernels.s2g, g2s_kernel=kernels.g2s, **settings)
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
