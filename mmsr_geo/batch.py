@@ -1,10 +1,12 @@
 """Many rasters in one run: pair discovery, output naming, per-pair error isolation, reports.
 
 A batch is a list of (source, guide, output) pairs, found by a glob plus a guide naming rule or
-read from a CSV manifest. Every pair goes through :func:`mmsr_geo.pipeline.upscale_raster`
-with the same settings and executor; a pair that fails is recorded and the others go on, and
-an output whose provenance tags record the same settings is skipped, so rerunning a batch
-after a crash or a fix only does what is left. After every pair the JSON report and a GeoJSON
+read from a CSV manifest. Every pair is prepared by :func:`mmsr_geo.pipeline.prepare` (so its
+settings are exactly those the pipeline records) and run by :func:`mmsr_geo.pipeline.execute`
+with the same settings and executor; a pair that fails is recorded and the others go on. An
+output whose tags record the same settings is skipped, one made with other settings is kept
+and reported as outdated, so rerunning a batch after a crash or a fix only does what is left.
+Outputs must lie inside the output folder. After every pair the JSON report and a GeoJSON
 index of the output footprints are rewritten atomically, so both describe the run even when it
 is killed.
 """
@@ -15,12 +17,10 @@ import contextlib
 import csv
 import dataclasses
 import glob
-import inspect
 import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,13 +34,14 @@ from rasterio.warp import transform_geom
 from shapely.geometry import MultiPolygon, box, mapping, shape
 from shapely.geometry.polygon import orient
 
-from ._version import __version__
-from .devices import resolve_device
-from .errors import InputError, MmsrGeoError
+from .atomic import atomic_file
+from .errors import InputError, MmsrGeoError, OutputExistsError
 from .executors import SerialExecutor, TileExecutor
 from .fit import FitConfig
-from .pipeline import default_output_path, file_fingerprint, upscale_raster
-from .writer import read_settings
+from .pipeline import PreparedRun, UpscaleRequest, default_output_path, execute, prepare
+from .progress import Progress
+from .settings import describe_changes
+from .writer import read_provenance
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ DFC_GUIDE_RULE = r"s/_(DSM|AGL)\./_RGB./"
 REPORT_NAME = "batch-report.json"
 INDEX_NAME = "batch-index.geojson"
 
-Status = Literal["ok", "skipped", "failed"]
+Status = Literal["ok", "skipped", "outdated", "failed"]
+"""ok: made now; skipped: already made with the same settings; outdated: an output made with
+other settings exists and was kept (``overwrite`` replaces it); failed: see the error."""
 
 
 @dataclass(frozen=True)
@@ -171,14 +174,26 @@ def pairs_from_manifest(csv_path: str | os.PathLike[str]) -> list[Pair]:
 
 
 def output_path(pair: Pair, output_dir: Path, scale: int) -> Path:
-    """Where a pair's result goes: its manifest output, else ``<source stem>_x<scale>.tif`` (the
-    name ``upscale`` gives), in ``output_dir``.
+    """Where a pair's result goes: its manifest output (relative to ``output_dir``), else
+    ``<source stem>_x<scale>.tif`` (the name ``upscale`` gives) in ``output_dir``.
 
     The suffix keeps an output directory equal to the input folder from overwriting sources.
     """
     if pair.output is not None:
-        return pair.output if pair.output.is_absolute() else output_dir / pair.output
+        return output_dir / pair.output
     return output_dir / default_output_path(pair.source, scale).name
+
+
+def output_problem(pair: Pair, output: Path, output_dir: Path, inputs: set[Path]) -> str | None:
+    """Why a pair may not write ``output``, or None: it must resolve inside the output folder
+    (symbolic links followed; a manifest cannot send results to ``../..`` or ``/etc``), and
+    it must not be an input of the batch."""
+    target = output.resolve()
+    if not target.is_relative_to(output_dir.resolve()):
+        return f"output {pair.output or output} resolves outside the output folder {output_dir}"
+    if target in inputs:
+        return f"output {output} would overwrite an input raster"
+    return None
 
 
 def resolve_outputs(pairs: Sequence[Pair], output_dir: Path, scale: int) -> list[Path]:
@@ -186,7 +201,6 @@ def resolve_outputs(pairs: Sequence[Pair], output_dir: Path, scale: int) -> list
     same name in different folders would otherwise overwrite each other's result)."""
     outputs = [output_path(p, output_dir, scale) for p in pairs]
     seen: dict[Path, Path] = {}
-    inputs = {p.source.resolve() for p in pairs} | {p.guide.resolve() for p in pairs}
     for pair, out in zip(pairs, outputs, strict=True):
         key = out.resolve()
         if key in seen:
@@ -194,8 +208,6 @@ def resolve_outputs(pairs: Sequence[Pair], output_dir: Path, scale: int) -> list
                 f"{seen[key]} and {pair.source} would both be written to {out}: "
                 "use a manifest with an output column"
             )
-        if key in inputs:
-            raise InputError(f"output {out} would overwrite an input raster")
         seen[key] = pair.source
     return outputs
 
@@ -217,6 +229,7 @@ class PairRecord:
     tiles_skipped: int | None = None
     """Tiles with no valid output pixel."""
     cycle_rmse: float | None = None
+    device: str | None = None
     error: str | None = None
 
 
@@ -241,6 +254,7 @@ class BatchReport:
                 "pairs": len(self.records),
                 "ok": self.count("ok"),
                 "skipped": self.count("skipped"),
+                "outdated": self.count("outdated"),
                 "failed": self.failed,
                 "seconds": round(self.seconds, 3),
             },
@@ -250,18 +264,11 @@ class BatchReport:
 
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON beside ``path`` and rename it over: readers never see half a file."""
+    """Write JSON to a temporary name and rename it over: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, allow_nan=False)
+        f.write("\n")
 
 
 def footprint_wgs84(path: Path) -> dict[str, Any] | None:
@@ -317,63 +324,6 @@ def write_index(features: Iterable[dict[str, Any] | None], path: Path) -> None:
     _write_json_atomic(path, {"type": "FeatureCollection", "features": collection})
 
 
-def _expected_settings(
-    pair: Pair, scale: int, config: FitConfig, options: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The provenance settings an output of this pair made now would carry, as far as they
-    are known without opening the rasters (band, guide bands and nodata only when given).
-
-    Defaults come from :func:`upscale_raster`'s signature so they cannot drift from it. The
-    requested device ("auto") is left out: the resolved one decides the result.
-    """
-    params = inspect.signature(upscale_raster).parameters
-
-    def option(name: str) -> Any:
-        return options.get(name, params[name].default)
-
-    config_fields = dataclasses.asdict(config)
-    del config_fields["device"]
-    expected: dict[str, Any] = {
-        "version": __version__,
-        "source_file": file_fingerprint(pair.source),
-        "guide_file": file_fingerprint(pair.guide),
-        "scale": scale,
-        "tile_size": option("tile_size"),
-        "overlap": option("overlap"),
-        "aoi": option("aoi"),
-        "dtype": option("dtype"),
-        **config_fields,
-        "resolved_device": str(resolve_device(config.device)),
-    }
-    for name in ("band", "nodata"):
-        if option(name) is not None:
-            expected[name] = option(name)
-    if option("guide_bands") is not None:
-        expected["guide_bands"] = list(option("guide_bands"))
-    return expected
-
-
-def is_done(
-    pair: Pair, output: Path, scale: int, config: FitConfig, options: Mapping[str, Any]
-) -> bool:
-    """True when ``output`` is a readable raster whose tags record this pair's settings.
-
-    The pipeline renames its output into place only when complete, so an existing readable
-    file with matching tags is a finished result; anything else (other settings, inputs
-    changed since, an unreadable file) is not.
-    """
-    if not output.is_file():
-        return False
-    try:
-        recorded = read_settings(output)
-        expected = _expected_settings(pair, scale, config, options)
-    except (rasterio.errors.RasterioIOError, OSError, ValueError):
-        return False
-    if not recorded:
-        return False
-    return all(recorded.get(key) == value for key, value in expected.items())
-
-
 PairCallback = Callable[[int, int, PairRecord], None]
 """Called after each pair with (pair number from 1, pairs in all, its record)."""
 
@@ -389,7 +339,7 @@ def run_batch(
     report_path: str | os.PathLike[str] | None = None,
     index_path: str | os.PathLike[str] | None = None,
     on_pair: PairCallback | None = None,
-    show_progress: bool = False,
+    progress: Progress | None = None,
     **options: Any,
 ) -> BatchReport:
     """Super-resolve every pair with the same settings, isolating failures.
@@ -398,15 +348,17 @@ def run_batch(
         pairs: from :func:`pairs_from_glob` or :func:`pairs_from_manifest`.
         output_dir: created if missing; outputs are named by :func:`output_path`.
         scale, config: as for :func:`~mmsr_geo.pipeline.upscale_raster`.
-        overwrite: redo pairs whose output already records the same settings (and replace
-            outputs made with other settings, which otherwise fail their pair).
+        overwrite: redo pairs whose output already records the same settings, and replace
+            outputs made with other settings (otherwise kept, and their pair is "outdated").
         executor: runs the tiles of each raster (default: serially in this process).
-        report_path: JSON report, default ``<output_dir>/batch-report.json``.
+        report_path: JSON report, default ``<output_dir>/batch-report.json``; records of an
+            earlier report for outputs this batch does not touch are kept in it.
         index_path: GeoJSON footprint index, default ``<output_dir>/batch-index.geojson``.
-        on_pair: progress callback after each pair.
-        show_progress: tqdm bars for the tiles of each raster.
-        **options: further :func:`~mmsr_geo.pipeline.upscale_raster` keywords (band,
-            guide_bands, tile_size, overlap, aoi, dtype, nodata, creation_options, cog).
+        on_pair: callback after each pair.
+        progress: receives the progress of each raster and a "pair" event after each pair.
+        **options: further :class:`~mmsr_geo.pipeline.UpscaleRequest` fields (band,
+            guide_bands, tile_size, overlap, aoi, dtype, nodata, creation_options, cog,
+            record_paths).
 
     A pair's error (:class:`Exception`) is recorded and the batch goes on; Ctrl-C
     (KeyboardInterrupt) stops it after writing the reports of the pairs done so far.
@@ -414,32 +366,74 @@ def run_batch(
     started = time.perf_counter()
     config = config or FitConfig()
     executor = executor or SerialExecutor()
+    progress = progress or Progress()
     out_dir = Path(output_dir)
+    outputs = resolve_outputs(pairs, out_dir, scale)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     report_file = Path(report_path) if report_path is not None else out_dir / REPORT_NAME
     index_file = Path(index_path) if index_path is not None else out_dir / INDEX_NAME
-    outputs = resolve_outputs(pairs, out_dir, scale)
+    inputs = {p.source.resolve() for p in pairs} | {p.guide.resolve() for p in pairs}
+    earlier = _earlier_records(report_file, {str(o) for o in outputs})
     report = BatchReport(
-        settings={"scale": scale, **dataclasses.asdict(config), **options},
+        settings=_json_safe({"scale": scale, **dataclasses.asdict(config), **options}),
     )
-    features: list[dict[str, Any] | None] = []
+    features: list[dict[str, Any] | None] = [index_feature(r) for r in earlier]
+
+    def save() -> None:
+        report.seconds = time.perf_counter() - started
+        document = report.to_dict()
+        document["earlier_pairs"] = [asdict(r) for r in earlier]
+        _write_json_atomic(report_file, _json_safe(document))
+        write_index(features, index_file)
+
     try:
         for number, (pair, output) in enumerate(zip(pairs, outputs, strict=True), start=1):
-            record = _run_pair(
-                pair, output, scale, config, overwrite, executor, show_progress, options
-            )
+            problem = output_problem(pair, output, out_dir, inputs)
+            if problem is not None:
+                record = PairRecord(str(pair.source), str(pair.guide), str(output), "failed")
+                record.error = problem
+            else:
+                record = _run_pair(
+                    pair, output, scale, config, overwrite, executor, progress, options
+                )
             report.records.append(record)
             features.append(index_feature(record))
-            report.seconds = time.perf_counter() - started
-            _write_json_atomic(report_file, _json_safe(report.to_dict()))
-            write_index(features, index_file)
+            save()
+            progress.event(
+                "pair",
+                pair=number,
+                pairs=len(pairs),
+                source=record.source,
+                status=record.status,
+                error=record.error,
+            )
             if on_pair is not None:
                 on_pair(number, len(pairs), record)
     finally:
-        report.seconds = time.perf_counter() - started
-        _write_json_atomic(report_file, _json_safe(report.to_dict()))
-        write_index(features, index_file)
+        if report.records or earlier or not created:
+            save()
+        else:  # nothing ran (an error before the first pair): leave no empty folder behind
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
     return report
+
+
+def _earlier_records(report_file: Path, outputs: set[str]) -> list[PairRecord]:
+    """Records of an earlier report for outputs this batch does not touch, so that a rerun
+    over part of the pairs keeps the report of the rest."""
+    try:
+        document = json.loads(report_file.read_text(encoding="utf-8"))
+        rows = [*document.get("pairs", []), *document.get("earlier_pairs", [])]
+        names = {f.name for f in dataclasses.fields(PairRecord)}
+        records = [PairRecord(**{k: v for k, v in row.items() if k in names}) for row in rows]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
+    kept: dict[str, PairRecord] = {}
+    for record in records:
+        if record.output not in outputs:
+            kept.setdefault(record.output, record)
+    return list(kept.values())
 
 
 def _run_pair(
@@ -449,33 +443,47 @@ def _run_pair(
     config: FitConfig,
     overwrite: bool,
     executor: TileExecutor,
-    show_progress: bool,
+    progress: Progress,
     options: Mapping[str, Any],
 ) -> PairRecord:
     """One pair's record; its exceptions become a failed record, with the traceback logged
-    at debug level (``-vv``) for bug reports."""
+    at debug level (``-vv``) for bug reports.
+
+    The pair is prepared first (inputs opened and fingerprinted, settings resolved, nothing
+    fitted), so the output's recorded settings can be compared with exactly the settings a
+    new run would record.
+    """
     started = time.perf_counter()
     record = PairRecord(str(pair.source), str(pair.guide), str(output), "ok")
     try:
-        if not overwrite and is_done(pair, output, scale, config, options):
-            record.status = "skipped"
-        else:
-            result = upscale_raster(
-                pair.source,
-                pair.guide,
-                output,
-                scale=scale,
-                config=config,
-                overwrite=overwrite,
-                executor=executor,
-                show_progress=show_progress,
-                **options,
-            )
-            record.tiles_total = result.tiles_total
-            record.tiles_fitted = result.tiles_fitted
-            record.tiles_resumed = result.tiles_resumed
-            record.tiles_skipped = result.tiles_skipped
-            record.cycle_rmse = result.mean_cycle_rmse
+        output.parent.mkdir(parents=True, exist_ok=True)
+        request = UpscaleRequest(
+            pair.source,
+            pair.guide,
+            scale,
+            output=output,
+            config=config,
+            overwrite=overwrite,
+            **options,
+        )
+        with prepare(request) as run:
+            state, detail = output_state(run)
+            if state == "done" and not overwrite:
+                record.status = "skipped"
+                _fill_from_tags(record, detail)
+            elif state == "other" and not overwrite:
+                record.status = "outdated"
+                record.error = detail
+            elif state == "foreign" and not overwrite:
+                raise OutputExistsError(detail)
+            else:
+                result = execute(run, executor, progress)
+                record.tiles_total = result.tiles_total
+                record.tiles_fitted = result.tiles_fitted
+                record.tiles_resumed = result.tiles_resumed
+                record.tiles_skipped = result.tiles_skipped
+                record.cycle_rmse = result.mean_cycle_rmse
+                record.device = result.device
     except Exception as exc:
         log.debug("%s failed", pair.source, exc_info=True)
         record.status = "failed"
@@ -485,6 +493,37 @@ def _run_pair(
         )
     record.seconds = round(time.perf_counter() - started, 3)
     return record
+
+
+def output_state(run: PreparedRun) -> tuple[str, Any]:
+    """What is at a prepared run's output: ("absent", None), ("done", run facts) when its
+    tags record this very request, ("other", what differs) when they record another, or
+    ("foreign", message) for a file mmsr-geo did not make (or cannot read)."""
+    if not run.output.exists():
+        return "absent", None
+    try:
+        recorded, facts = read_provenance(run.output)
+    except rasterio.errors.RasterioError:
+        recorded, facts = None, None
+    if recorded is None:
+        return "foreign", (
+            f"{run.output} exists and was not made by mmsr-geo: use --overwrite to replace it"
+        )
+    settings = run.settings
+    if recorded.get("output_key") == settings.output_key():
+        return "done", facts or {}
+    changes = describe_changes(recorded, settings.output_fields())
+    return "other", (
+        f"{run.output.name} exists, made with other settings ({changes}): kept; "
+        "use --overwrite to redo it"
+    )
+
+
+def _fill_from_tags(record: PairRecord, facts: Mapping[str, Any]) -> None:
+    """A skipped pair's record from what its output recorded when it was made."""
+    record.cycle_rmse = facts.get("mean_cycle_rmse")
+    devices = facts.get("devices")
+    record.device = ",".join(devices) if isinstance(devices, list) else None
 
 
 def _json_safe(value: Any) -> Any:

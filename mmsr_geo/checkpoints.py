@@ -1,47 +1,45 @@
-"""Per-tile checkpoints in a work directory beside the output, for crash-safe resume.
+"""Per-tile checkpoints in a work folder beside the output, for crash-safe resume.
 
-Each finished tile is one ``tile_<index>.npz`` (prediction and cycle RMSE), written to a
-temporary name and renamed, so a kill at any moment leaves either a complete checkpoint or
-none. ``manifest.json`` holds the run's settings hash: checkpoints made with other settings
-are discarded rather than blended into a different run.
+Each finished tile is one ``tile_<index>.npz`` (prediction, cycle RMSE, seconds, device),
+written to a temporary name and renamed, so a kill at any moment leaves either a complete
+checkpoint or none. ``manifest.json`` holds the run's result key
+(:meth:`mmsr_geo.settings.RunSettings.result_key`): checkpoints made with other settings are
+discarded rather than blended into a different result. The folder also holds the run's lock
+(:mod:`mmsr_geo.locks`), which outlives the discarding.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_file
 from .jobs import TileResult
+from .locks import LOCK_NAME
 
 _TILE_NAME = re.compile(r"tile_(\d+)\.npz")
 
 
-def settings_hash(settings: Mapping[str, Any]) -> str:
-    """Stable hash of JSON-serialisable settings (key order does not matter)."""
-    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
 def work_dir_for(output: Path) -> Path:
-    """The work directory of an output: ``<output>.mmsr-work`` beside it."""
+    """The work folder of an output: ``<output>.mmsr-work`` beside it."""
     return output.with_name(output.name + ".mmsr-work")
 
 
 class TileCheckpoints:
-    """The checkpointed tiles of one run (one settings hash)."""
+    """The checkpointed tiles of one run (one result key)."""
 
-    def __init__(self, directory: Path, settings: Mapping[str, Any]) -> None:
+    def __init__(self, directory: Path, key: str, settings: Mapping[str, Any]) -> None:
         self.directory = Path(directory)
-        self.hash = settings_hash(settings)
+        self.key = key
         self._settings = dict(settings)
 
     @property
@@ -49,25 +47,31 @@ class TileCheckpoints:
         return self.directory / "manifest.json"
 
     def open(self) -> set[int]:
-        """Create or reuse the directory; returns the indices of tiles already done.
+        """Create or reuse the folder; returns the indices of tiles already done.
 
-        A manifest with another hash (or none, or unreadable) means the directory belongs to
-        a different run: it is emptied.
+        A manifest with another key (or none, or unreadable) means the tiles belong to a
+        different run: they are removed (the lock stays).
         """
-        if self.directory.exists():
-            try:
-                manifest = json.loads(self.manifest.read_text(encoding="utf-8"))
-                same = manifest.get("hash") == self.hash
-            except (OSError, ValueError):
-                same = False
-            if same:
-                return self.done()
-            shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True)
-        self._atomic_write(
-            self.manifest,
-            json.dumps({"hash": self.hash, "settings": self._settings}, indent=1, default=str),
-        )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            manifest = json.loads(self.manifest.read_text(encoding="utf-8"))
+            same = manifest.get("key") == self.key
+        except (OSError, ValueError, AttributeError):
+            same = False
+        if same:
+            return self.done()
+        for entry in os.scandir(self.directory):
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        with atomic_file(self.manifest) as tmp:
+            tmp.write_text(
+                json.dumps({"key": self.key, "settings": self._settings}, indent=1, default=str),
+                encoding="utf-8",
+            )
         return set()
 
     def done(self) -> set[int]:
@@ -83,31 +87,35 @@ class TileCheckpoints:
 
     def save(self, result: TileResult) -> None:
         """Write one tile's checkpoint atomically."""
-        final = self.path(result.index)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(
-                    fh,
-                    prediction=result.prediction,
-                    cycle_rmse=np.float64(result.cycle_rmse),
-                    seconds=np.float64(result.seconds),
-                )
-            os.replace(tmp, final)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        with atomic_file(self.path(result.index)) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                prediction=result.prediction,
+                cycle_rmse=np.float64(result.cycle_rmse),
+                seconds=np.float64(result.seconds),
+                device=np.str_(result.device),
+            )
 
-    def load(self, index: int) -> tuple[np.ndarray, float]:
-        """(prediction, cycle RMSE) of a checkpointed tile."""
+    def load(self, index: int) -> tuple[np.ndarray, TileFacts]:
+        """(prediction, facts) of a checkpointed tile."""
         with np.load(self.path(index)) as data:
-            return data["prediction"], float(data["cycle_rmse"])
+            facts = TileFacts(
+                cycle_rmse=float(data["cycle_rmse"]),
+                seconds=float(data["seconds"]),
+                device=str(data["device"]) if "device" in data else "",
+            )
+            return data["prediction"], facts
 
     def remove(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        """Remove the folder (after the output is in place); the lock goes with it."""
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.directory)
 
-    @staticmethod
-    def _atomic_write(path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+
+@dataclass(frozen=True)
+class TileFacts:
+    """What a checkpoint records besides the prediction."""
+
+    cycle_rmse: float
+    seconds: float
+    device: str

@@ -6,6 +6,8 @@ import re
 
 import torch
 
+from .errors import InputError
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """Map "auto", "cpu", "cuda" or "cuda:N" to an available torch device.
@@ -23,12 +25,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     match = re.fullmatch(r"cuda(?::(\d+))?", name)
     if not match:
-        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+        raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
     index = int(match.group(1) or 0)
     if index >= torch.cuda.device_count():
-        raise ValueError(
+        raise InputError(
             f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
         )
     return torch.device("cuda", index)

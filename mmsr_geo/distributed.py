@@ -19,7 +19,8 @@ import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from .errors import MmsrGeoError
+from .errors import InputError, MmsrGeoError
+from .threads import available_cores, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -32,38 +33,28 @@ GPU_RESOURCE = "GPU"
 """Name of the Dask worker resource a GPU worker advertises (``dask worker --resources GPU=1``)."""
 
 
-def _available_cores() -> int:
-    """Cores this process may use (the affinity mask under SLURM/cgroups, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def _init_worker(threads: int) -> None:
     """Share the cores between worker processes instead of each one taking all of them, and
     leave Ctrl-C to the parent, which cancels the pool cleanly (workers would otherwise each
     print a KeyboardInterrupt traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import numba
-    import torch
-
-    torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    use_threads(threads)
 
 
 class LocalProcessExecutor:
     """Run jobs in ``workers`` local processes (spawn context, so torch and numba start clean).
 
-    Every worker gets ``cores // workers`` torch and numba threads. Use it as a context manager
-    (or call :meth:`close`) to stop the processes.
+    Every worker gets ``threads // workers`` torch and numba threads (``threads``: the cores
+    this process may use, by default). Use it as a context manager (or call :meth:`close`) to
+    stop the processes.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, threads: int | None = None) -> None:
         if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise InputError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        threads = max(1, _available_cores() // workers)
+        self.local_tiles = workers
+        threads = max(1, (threads or available_cores()) // workers)
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -129,7 +120,7 @@ class DaskExecutor:
         max_in_flight: int | None = None,
     ) -> None:
         if max_in_flight is not None and max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+            raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self.client = client
         self.resources = dict(resources) if resources else None
         self.max_in_flight = max_in_flight
@@ -209,6 +200,7 @@ def executor_from_options(
     scheduler_file: str | None = None,
     workers: int = 1,
     gpu: bool = False,
+    threads: int | None = None,
 ) -> Iterator[Any]:
     """The executor the command-line options describe, opened for the ``with`` block.
 
@@ -216,11 +208,14 @@ def executor_from_options(
       with ``gpu`` each task asks for one ``GPU`` resource.
     - otherwise ``workers`` > 1: that many local processes;
     - otherwise the in-process serial executor (no setup, easiest to debug).
+
+    ``threads`` caps the CPU threads of the local processes or of this one (all cores by
+    default); Dask workers keep their own settings.
     """
     if scheduler and scheduler_file:
-        raise ValueError("give either a scheduler address or a scheduler file, not both")
+        raise InputError("give either a scheduler address or a scheduler file, not both")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise InputError(f"workers must be >= 1, got {workers}")
     if scheduler or scheduler_file:
         client = _connect(scheduler, scheduler_file)
         try:
@@ -230,9 +225,11 @@ def executor_from_options(
         finally:
             client.close()
     elif workers > 1:
-        with LocalProcessExecutor(workers) as executor:
+        with LocalProcessExecutor(workers, threads) as executor:
             yield executor
     else:
         from .executors import SerialExecutor
 
+        if threads is not None:
+            use_threads(threads)
         yield SerialExecutor()

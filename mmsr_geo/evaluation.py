@@ -39,7 +39,7 @@ PixelSize = float | tuple[float, float]
 
 def _check_scale(scale: int) -> None:
     if not isinstance(scale, (int, np.integer)) or isinstance(scale, bool) or scale < 2:
-        raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
+        raise InputError(f"scale must be an integer >= 2, got {scale!r}")
 
 
 def crop_to_multiple(array: np.ndarray, scale: int) -> np.ndarray:
@@ -65,10 +65,10 @@ def pool(reference: np.ndarray, scale: int) -> np.ndarray:
     _check_scale(scale)
     reference = np.asarray(reference)
     if reference.ndim != 2:
-        raise ValueError(f"reference must be a 2-D (H, W) array, got shape {reference.shape}")
+        raise InputError(f"reference must be a 2-D (H, W) array, got shape {reference.shape}")
     h, w = reference.shape
     if h < scale or w < scale:
-        raise ValueError(f"reference of {h}x{w} is smaller than one x{scale} block")
+        raise InputError(f"reference of {h}x{w} is smaller than one x{scale} block")
     if h % scale or w % scale:
         warnings.warn(
             f"reference of {h}x{w} is not a multiple of x{scale}: cropped to "
@@ -91,7 +91,7 @@ def bicubic_upsample(lr: np.ndarray, scale: int) -> np.ndarray:
     _check_scale(scale)
     lr = np.asarray(lr, dtype=np.float64)
     if lr.ndim != 2:
-        raise ValueError(f"lr must be a 2-D (h, w) array, got shape {lr.shape}")
+        raise InputError(f"lr must be a 2-D (h, w) array, got shape {lr.shape}")
     tensor = torch.from_numpy(np.ascontiguousarray(lr))[None, None]
     up = F.interpolate(tensor, scale_factor=scale, mode="bicubic", align_corners=False)
     return up[0, 0].numpy()
@@ -106,18 +106,18 @@ def _errors(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray | No
     prediction = np.asarray(prediction, dtype=np.float64)
     reference = np.asarray(reference, dtype=np.float64)
     if prediction.shape != reference.shape:
-        raise ValueError(
+        raise InputError(
             f"prediction {prediction.shape} and reference {reference.shape} differ in shape"
         )
     diff = prediction - reference
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != diff.shape:
-            raise ValueError(f"mask {mask.shape} does not match the images {diff.shape}")
+            raise InputError(f"mask {mask.shape} does not match the images {diff.shape}")
         diff = diff[mask]
     diff = np.ravel(diff)
     if diff.size == 0:
-        raise ValueError("no pixel to compare (empty image or empty mask)")
+        raise InputError("no pixel to compare (empty image or empty mask)")
     return diff
 
 
@@ -138,12 +138,12 @@ def mae(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray | None =
 def _pixel_sizes(pixel_size: PixelSize) -> tuple[float, float]:
     if isinstance(pixel_size, (tuple, list)):
         if len(pixel_size) != 2:
-            raise ValueError(f"pixel_size must be a number or (x, y), got {pixel_size!r}")
+            raise InputError(f"pixel_size must be a number or (x, y), got {pixel_size!r}")
         dx, dy = (abs(float(v)) for v in pixel_size)
     else:
         dx = dy = abs(float(pixel_size))
     if not (math.isfinite(dx) and math.isfinite(dy)) or dx == 0 or dy == 0:
-        raise ValueError(f"pixel_size must be finite and non-zero, got {pixel_size!r}")
+        raise InputError(f"pixel_size must be finite and non-zero, got {pixel_size!r}")
     return dx, dy
 
 
@@ -248,16 +248,16 @@ def evaluate_pair(
     if guide.ndim == 2:
         guide = guide[None]
     if reference.ndim != 2:
-        raise ValueError(f"reference must be a 2-D (H, W) array, got shape {reference.shape}")
+        raise InputError(f"reference must be a 2-D (H, W) array, got shape {reference.shape}")
     if guide.ndim != 3 or guide.shape[1:] != reference.shape:
-        raise ValueError(
+        raise InputError(
             f"guide {guide.shape} must be (C, H, W) on the reference's {reference.shape} grid"
         )
     valid = np.isfinite(reference)
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != reference.shape:
-            raise ValueError(f"mask {mask.shape} does not match the reference {reference.shape}")
+            raise InputError(f"mask {mask.shape} does not match the reference {reference.shape}")
         valid &= mask
     if reference.shape[0] % scale or reference.shape[1] % scale:
         h, w = reference.shape
@@ -319,7 +319,7 @@ def summarise(scores: Sequence[PairScores], name: str = "mean") -> PairScores:
     same whatever its size. Slope scores are averaged only when every image has them.
     """
     if not scores:
-        raise ValueError("nothing to summarise: no scores")
+        raise InputError("nothing to summarise: no scores")
 
     def mean(attr: str) -> float | None:
         values = [getattr(s, attr) for s in scores]

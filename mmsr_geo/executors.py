@@ -19,7 +19,8 @@ class TileExecutor(Protocol):
     ``jobs`` is a lazy iterator (each job is read from disk when it is drawn): an executor
     should draw only as many as it keeps busy, so that memory stays bounded. An executor may
     set ``in_process = True`` when ``fn`` runs in the calling process; the pipeline then also
-    reports per-iteration progress of the current tile.
+    reports per-iteration progress of the current tile. ``local_tiles`` says how many tiles
+    it fits at once on this machine (None: elsewhere), for the memory guard.
     """
 
     def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]: ...
@@ -29,6 +30,7 @@ class SerialExecutor:
     """Runs jobs one after another in this process (the default)."""
 
     in_process = True
+    local_tiles = 1
 
     def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]:
         for job in jobs:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .devices import resolve_device
+from .errors import InputError
 from .model import MMSRNet
 from .normalisation import Normalisation, fill_invalid, normalisation_stats
 from .presets import preset_kernels
@@ -27,11 +28,15 @@ ProgressCallback = Callable[[int, int, float], None]
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Everything that decides the result of a fit (recorded in output provenance tags)."""
+    """Everything that decides the result of a fit (recorded in output provenance tags).
+
+    The default kernels are the "remote-sensing" preset (5/3), the one ``mmsr-geo`` uses for
+    rasters; use ``FitConfig.from_preset("depth")`` for the paper's depth settings (11/5).
+    """
 
     iterations: int = 1000
-    s2g_kernel: int = 11
-    g2s_kernel: int = 5
+    s2g_kernel: int = 5
+    g2s_kernel: int = 3
     features: int = 64
     learning_rate: float = 0.002
     lr_decay: float = 0.9998
@@ -49,13 +54,13 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+            raise InputError(f"iterations must be >= 1, got {self.iterations}")
         for name in ("s2g_kernel", "g2s_kernel"):
             k = getattr(self, name)
             if k < 1 or k % 2 == 0:
-                raise ValueError(f"{name} must be a positive odd integer, got {k}")
+                raise InputError(f"{name} must be a positive odd integer, got {k}")
         if self.features < 1:
-            raise ValueError(f"features must be >= 1, got {self.features}")
+            raise InputError(f"features must be >= 1, got {self.features}")
 
 
 @dataclass(frozen=True)
@@ -115,18 +120,18 @@ def _check_inputs(
     source: np.ndarray, guide: np.ndarray, scale: int, mask: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not isinstance(scale, (int, np.integer)) or isinstance(scale, bool) or scale < 2:
-        raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
+        raise InputError(f"scale must be an integer >= 2, got {scale!r}")
     source = np.asarray(source)
     guide = np.asarray(guide)
     if source.ndim != 2:
-        raise ValueError(f"source must be a 2-D (h, w) array, got shape {source.shape}")
+        raise InputError(f"source must be a 2-D (h, w) array, got shape {source.shape}")
     if guide.ndim == 2:
         guide = guide[None]
     if guide.ndim != 3:
-        raise ValueError(f"guide must be a (C, H, W) or (H, W) array, got shape {guide.shape}")
+        raise InputError(f"guide must be a (C, H, W) or (H, W) array, got shape {guide.shape}")
     h, w = source.shape
     if guide.shape[1:] != (scale * h, scale * w):
-        raise ValueError(
+        raise InputError(
             f"guide is {guide.shape[1]}x{guide.shape[2]} but a x{scale} source of {h}x{w} "
             f"needs a {scale * h}x{scale * w} guide"
         )
@@ -135,15 +140,15 @@ def _check_inputs(
     else:
         valid = np.asarray(mask, dtype=bool)
         if valid.shape != (h, w):
-            raise ValueError(f"mask must have the source's shape {(h, w)}, got {valid.shape}")
+            raise InputError(f"mask must have the source's shape {(h, w)}, got {valid.shape}")
     if not valid.any():
-        raise ValueError("the mask leaves no valid source pixel")
+        raise InputError("the mask leaves no valid source pixel")
     if not np.isfinite(source[valid]).all():
-        raise ValueError(
+        raise InputError(
             "source has NaN or infinite values at valid pixels: pass a mask that excludes them"
         )
     if not np.isfinite(guide).all():
-        raise ValueError("guide has NaN or infinite values: fill or mask them first")
+        raise InputError("guide has NaN or infinite values: fill or mask them first")
     return source.astype(np.float64), guide.astype(np.float32), valid
 
 
@@ -175,7 +180,7 @@ def fit(
     if stats is None:
         stats = normalisation_stats(source, guide, valid)
     elif len(stats.guide_mean) != guide.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"stats describe {len(stats.guide_mean)} guide bands, the guide has {guide.shape[0]}"
         )
     device = resolve_device(config.device)

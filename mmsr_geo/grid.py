@@ -27,7 +27,13 @@ class OutputGrid:
     lr_width: int
     lr_height: int
     georeferenced: bool
-    """False for pixel-only pairs (e.g. PNGs): the output then carries no CRS or transform."""
+    """True with a CRS and a geotransform: a guide on another grid can then be warped onto it.
+    A source with a geotransform but no CRS keeps its transform (refined) without a CRS."""
+
+    @property
+    def has_transform(self) -> bool:
+        """Whether the source had a geotransform (with or without a CRS) to refine."""
+        return not self.lr_transform.is_identity
 
     @property
     def transform(self) -> Affine:
@@ -69,11 +75,12 @@ def output_grid(source: DatasetReader, scale: int) -> OutputGrid:
     if isinstance(scale, bool) or int(scale) != scale or scale < 2:
         raise InputError(f"scale must be an integer >= 2, got {scale!r}")
     scale = int(scale)
-    georeferenced = source.crs is not None and not source.transform.is_identity
+    has_transform = not source.transform.is_identity
+    georeferenced = source.crs is not None and has_transform
     return OutputGrid(
         scale=scale,
         crs=source.crs if georeferenced else None,
-        lr_transform=source.transform if georeferenced else Affine.identity(),
+        lr_transform=source.transform if has_transform else Affine.identity(),
         lr_width=source.width,
         lr_height=source.height,
         georeferenced=georeferenced,

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import shapely
 from rasterio.enums import Resampling
+from rasterio.features import sieve
+from rasterio.fill import fillnodata
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_geom
@@ -90,6 +92,45 @@ def check_overlap(guide: DatasetReader, grid: OutputGrid) -> BaseGeometry:
             grid.pixel_size,
         )
     return common
+
+
+def max_hole_pixels(scale: int) -> int:
+    """Largest guide hole (output pixels) that is filled rather than left as output nodata:
+    the area of 16 source pixels, at least 64 output pixels."""
+    return max(64, 16 * scale * scale)
+
+
+def guide_holes(valid: np.ndarray, max_pixels: int) -> np.ndarray:
+    """Invalid guide pixels in 8-connected groups of at most ``max_pixels``: isolated holes.
+
+    An RGB guide with nodata 255 marks pure-white snow or roofs as nodata, an orthophoto has
+    the odd NaN or alpha-0 pixel. The source has data there, so the output should too: such
+    holes are filled for the network and the output stays valid. Larger invalid areas (the
+    guide's edge, a missing strip of a mosaic) carry no guidance and become output nodata.
+    """
+    if valid.all():
+        return np.zeros(valid.shape, dtype=bool)
+    kept = sieve(valid.astype(np.uint8), size=max_pixels + 1, connectivity=8)
+    return ~valid & (kept == 1)
+
+
+def fill_guide(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(C, H, W) float32 guide with every invalid pixel filled from the valid ones nearby
+    (inverse-distance, GDAL's fillnodata), so that neither holes nor the area beyond the
+    guide's edge put artificial edges into the network's input."""
+    if valid.all():
+        return values.astype(np.float32)
+    if not valid.any():
+        raise InputError("the guide has no valid pixel in this tile")
+    mask = valid.astype(np.uint8)
+    distance = float(max(valid.shape))
+    filled = np.empty(values.shape, dtype=np.float32)
+    for band in range(values.shape[0]):
+        data = np.where(valid, values[band], np.nan).astype(np.float32)
+        data = fillnodata(data, mask=mask, max_search_distance=distance)
+        data[~np.isfinite(data)] = values[band][valid].mean()
+        filled[band] = data
+    return filled
 
 
 class AlignedGuide:

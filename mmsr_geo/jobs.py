@@ -8,12 +8,15 @@ nor shared state, so tiles can run in another process or on another machine.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from rasterio.windows import Window
 
 from .fit import FitConfig, ProgressCallback, fit
 from .normalisation import Normalisation
+
+if TYPE_CHECKING:  # workers fit tiles without touching rasters
+    from rasterio.windows import Window
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from rasterio.fill import fillnodata
+
+from .errors import InputError
 
 _TINY = 1e-12
 
@@ -41,12 +42,12 @@ def normalisation_stats(
     values = source[valid] if valid is not None else source.ravel()
     source_std = float(values.std())
     if source_std < _TINY:
-        raise ValueError("the source is constant over its valid pixels: nothing to super-resolve")
+        raise InputError("the source is constant over its valid pixels: nothing to super-resolve")
     guide = guide if guide.ndim == 3 else guide[None]
     bands = guide.reshape(guide.shape[0], -1).astype(np.float64)
     guide_std = bands.std(axis=1)
     if (guide_std < _TINY).all():
-        raise ValueError("the guide is constant: it carries no structure to transfer")
+        raise InputError("the guide is constant: it carries no structure to transfer")
     guide_std = np.where(guide_std < _TINY, 1.0, guide_std)
     return Normalisation(
         source_mean=float(values.mean()),
@@ -60,10 +61,14 @@ def fill_invalid(source: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Copy of ``source`` with invalid pixels filled by inverse-distance weighting (GDAL).
 
     Pixels farther than the whole image from any valid one cannot occur; the mean of the valid
-    pixels is the last resort for anything GDAL leaves unfilled.
+    pixels is the last resort for anything GDAL leaves unfilled. GDAL is imported only when
+    there is something to fill, so fits of complete arrays run where only torch and numpy are
+    installed (a GPU machine's image).
     """
     if valid.all():
         return source.astype(np.float64)
+    from rasterio.fill import fillnodata
+
     filled = np.where(valid, source, 0.0).astype(np.float32)
     filled = fillnodata(
         filled, mask=valid.astype(np.uint8), max_search_distance=float(max(source.shape) * 2)

@@ -1,12 +1,14 @@
-"""Raster-level super-resolution: read -> grid -> tiles -> fit -> blend -> write.
+"""Raster-level super-resolution in stages: prepare -> fit -> write.
 
-:func:`upscale_raster` validates everything it can before any work (files, bands, scale,
-overlap, AOI, an existing output), computes the normalisation statistics of the whole raster
-from decimated reads, then turns tiles into self-contained :class:`~mmsr_geo.jobs.TileJob` s
-that an executor runs anywhere. Finished tiles are checkpointed beside the output; blending
-then walks over output blocks, loading only the tiles that touch each block, and writes into a
-temporary file renamed into place at the end. Memory is bounded by the tile and block sizes,
-never by the raster's; a rerun after a crash resumes from the checkpoints.
+:func:`prepare` validates everything it can before any work (files, bands, scale, overlap,
+AOI, output and preview paths, creation options, memory) and returns a :class:`PreparedRun`
+that holds the open files, the output grid, the tile plan and the one
+:class:`~mmsr_geo.settings.RunSettings`. :func:`execute` then takes the output's lock, fits
+the tiles that no checkpoint holds yet (through any executor), blends the checkpointed tiles
+block by block into a temporary file and puts it in place. Memory is bounded by the tile and
+block sizes, never by the raster's; a rerun after a crash resumes from the checkpoints.
+:func:`upscale_raster` is the two in one call; a batch prepares each pair first to find the
+outputs that are already done.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,36 +33,51 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 from shapely.geometry.base import BaseGeometry
-from tqdm import tqdm
 
-from ._version import __version__
 from .aoi import load_aoi
+from .atomic import remove_leftovers
 from .blending import blend_block
-from .checkpoints import TileCheckpoints, work_dir_for
+from .checkpoints import TileCheckpoints, TileFacts, work_dir_for
 from .devices import resolve_device
 from .errors import InputError, OutputExistsError, OverlapError
 from .executors import SerialExecutor, TileExecutor
 from .fit import FitConfig
 from .grid import OutputGrid, output_grid
-from .guide import AlignedGuide, check_overlap, pixel_aligned
-from .jobs import TileJob, TileResult, fit_tile
+from .guide import (
+    AlignedGuide,
+    check_overlap,
+    fill_guide,
+    guide_holes,
+    max_hole_pixels,
+    pixel_aligned,
+)
+from .jobs import TileJob, fit_tile
+from .locks import OutputLock
+from .memory import check_tile_memory, default_overlap, default_tile_size
 from .normalisation import Normalisation, normalisation_stats
+from .progress import Progress, count
 from .raster_io import (
+    band_encoding,
+    is_remote,
     open_raster,
     read_band,
     read_decimated,
     select_band,
     select_guide_bands,
 )
+from .settings import InputFile, RunSettings, input_file
 from .tiling import TilePlan, plan_tiles, tile_intersects
 from .writer import (
     BLOCK_SIZE,
     DTYPES,
+    EncodeCounts,
+    OutputEncoding,
     atomic_raster,
     choose_nodata,
+    is_float,
     output_profile,
     provenance_tags,
-    to_dtype,
+    validate_profile,
 )
 from .writer import creation_options as gdal_creation_options
 
@@ -68,6 +85,48 @@ log = logging.getLogger(__name__)
 
 TILE_CACHE_SIZE = 16
 """Checkpointed tiles held in memory while blending (the blocks walk row by row)."""
+OUTPUT_SUFFIXES = (".tif", ".tiff")
+PREVIEW_SUFFIXES = (".png",)
+
+
+@dataclass(frozen=True)
+class UpscaleRequest:
+    """What the user asked for, as given (``None`` means "choose for me")."""
+
+    source: str | os.PathLike[str]
+    """LR raster: a local path, a URL or a GDAL path (``/vsicurl/...``, ``s3://...``)."""
+    guide: str | os.PathLike[str]
+    """HR guide raster on any grid/CRS overlapping the source."""
+    scale: int
+    output: str | os.PathLike[str] | None = None
+    """GeoTIFF to write; default ``<source stem>_x<scale>.tif`` (:func:`default_output_path`)."""
+    config: FitConfig = field(default_factory=FitConfig)
+    """Fit settings; tile i uses seed ``config.seed + i``."""
+    band: int | None = None
+    """1-based source band (required if the source has several)."""
+    guide_bands: tuple[int, ...] | None = None
+    """1-based guide bands (default: all but alpha)."""
+    tile_size: int | None = None
+    """Tile edge in source pixels (default: about 256 output pixels)."""
+    overlap: int | None = None
+    """Overlap of neighbouring tiles in source pixels (default: about 32 output pixels)."""
+    aoi: str | None = None
+    """GeoJSON file (EPSG:4326 unless it names a crs) or WKT (source CRS)."""
+    dtype: str = "float32"
+    nodata: float | None = None
+    """Output nodata (default: the source's, else -9999 for floats)."""
+    creation_options: Mapping[str, str] = field(default_factory=dict)
+    cog: bool = False
+    overwrite: bool = False
+    preview: str | os.PathLike[str] | None = None
+    """PNG quick-look to write after the output."""
+    record_paths: bool = False
+    """Record the inputs' full paths in the output's tags (file names only by default)."""
+
+    def output_path(self) -> Path:
+        if self.output is not None:
+            return Path(self.output)
+        return default_output_path(self.source, self.scale)
 
 
 @dataclass(frozen=True)
@@ -86,144 +145,337 @@ class UpscaleReport:
     mean_cycle_rmse: float
     """Mean over the fitted and resumed tiles of their cycle RMSE (source units); NaN if none."""
     device: str
+    """Devices the tiles were fitted on (comma-separated)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def default_output_path(source: str | os.PathLike[str], scale: int) -> Path:
-    """``dem.tif`` -> ``dem_x4.tif`` beside the source (always a GeoTIFF)."""
-    source = Path(source)
-    return source.with_name(f"{source.stem}_x{scale}.tif")
+    """``dem.tif`` -> ``dem_x4.tif`` beside a local source, in the current folder for a
+    remote one (always a GeoTIFF)."""
+    text = os.fspath(source)
+    if is_remote(text):
+        stem = Path(text.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]).stem or "output"
+        return Path.cwd() / f"{stem}_x{scale}.tif"
+    path = Path(text)
+    return path.with_name(f"{path.stem}_x{scale}.tif")
 
 
-def _check_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> None:
-    if any(output.resolve() == p.resolve() for p in inputs):
-        raise InputError(f"the output {output} would overwrite an input")
-    if not output.parent.is_dir():
-        raise InputError(f"the output's folder {output.parent} does not exist")
-    if output.exists() and not overwrite:
-        raise OutputExistsError(f"{output} exists: use --overwrite to replace it")
+# --------------------------------------------------------------------------------------------
+# prepare
+# --------------------------------------------------------------------------------------------
 
 
-def _statistics(
-    source: DatasetReader,
-    band: int,
-    guide: DatasetReader,
-    guide_bands: Sequence[int],
-    grid: OutputGrid,
-    common: BaseGeometry,
-) -> Normalisation:
-    """Whole-raster z-score statistics from decimated reads, so that all tiles agree.
+class PreparedRun:
+    """A validated request with its files open: what the fit and write stages share.
 
-    The guide is sampled on its own grid over the area it shares with the source.
+    Use as a context manager (or call :meth:`close`) to close the files.
     """
-    values, valid = read_decimated(source, [band])
+
+    def __init__(self, request: UpscaleRequest) -> None:
+        self.request = request
+        self.output = request.output_path()
+        self.preview = Path(request.preview) if request.preview is not None else None
+        self._stack = contextlib.ExitStack()
+        self.source: DatasetReader
+        self.guide_dataset: DatasetReader
+        self.band: int
+        self.guide_bands: tuple[int, ...]
+        self.grid: OutputGrid
+        self.guide: AlignedGuide
+        self.common: BaseGeometry
+        self.aoi: BaseGeometry | None = None
+        self.plan: TilePlan
+        self.encoding: OutputEncoding
+        self.settings: RunSettings
+        self.profile: dict[str, Any]
+        self.cog_options: dict[str, str] | None = None
+
+    @property
+    def work_dir(self) -> Path:
+        return work_dir_for(self.output)
+
+    @property
+    def config(self) -> FitConfig:
+        return self.settings.fit
+
+    @functools.cached_property
+    def statistics(self) -> tuple[Normalisation, tuple[float, float]]:
+        """Whole-raster z-score statistics and the source's (min, max), from decimated reads
+        so that all tiles share them."""
+        return _statistics(self)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> PreparedRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prepare(request: UpscaleRequest) -> PreparedRun:
+    """Open and validate everything a run needs, before any tile is fitted.
+
+    Raises :class:`~mmsr_geo.errors.InputError` (and subclasses) for anything wrong with the
+    inputs or the output-side options; nothing is written.
+    """
+    run = PreparedRun(request)
+    try:
+        _prepare(run)
+    except BaseException:
+        run.close()
+        raise
+    return run
+
+
+def _check_path_option(path: Path, what: str, suffixes: Sequence[str]) -> None:
+    """A file name the option can write: a known suffix (an output may have none), not a
+    folder, in a folder that exists."""
+    if path.suffix.lower() not in suffixes and not (what == "output" and not path.suffix):
+        raise InputError(
+            f"the {what} {path} must end in {' or '.join(suffixes)}"
+            + (": mmsr-geo writes GeoTIFFs" if what == "output" else "")
+        )
+    if path.is_dir():
+        raise InputError(f"the {what} {path} is a directory")
+    if not path.parent.is_dir():
+        raise InputError(f"the {what}'s folder {path.parent} does not exist")
+
+
+def _same_file(a: Path, b: str | os.PathLike[str]) -> bool:
+    if is_remote(b):
+        return False
+    return a.resolve() == Path(b).resolve()
+
+
+def _prepare(run: PreparedRun) -> None:
+    request = run.request
+    if request.dtype not in DTYPES:
+        raise InputError(
+            f"unsupported output dtype {request.dtype!r}: choose one of {', '.join(DTYPES)}"
+        )
+    inputs = [request.source, request.guide]
+    _check_path_option(run.output, "output", OUTPUT_SUFFIXES)
+    if any(_same_file(run.output, p) for p in inputs):
+        raise InputError(f"the output {run.output} would overwrite an input")
+    if run.preview is not None:
+        _check_path_option(run.preview, "preview", PREVIEW_SUFFIXES)
+        if any(_same_file(run.preview, p) for p in [*inputs, run.output]):
+            raise InputError(f"the preview {run.preview} would overwrite an input or the output")
+        if run.preview.exists() and not request.overwrite:
+            raise OutputExistsError(f"{run.preview} exists: use --overwrite to replace it")
+
+    stack = run._stack
+    run.source = stack.enter_context(open_raster(request.source, "source"))
+    run.guide_dataset = stack.enter_context(open_raster(request.guide, "guide"))
+    run.band = select_band(run.source, request.band)
+    run.guide_bands = select_guide_bands(run.guide_dataset, request.guide_bands)
+    run.grid = grid = output_grid(run.source, request.scale)
+    if grid.has_transform and not grid.georeferenced:
+        log.warning(
+            "the source %s has a geotransform but no CRS: the output keeps the transform "
+            "(refined by the scale) and has no CRS either",
+            run.source.name,
+        )
+    if pixel_aligned(run.guide_dataset, grid):
+        log.warning(
+            "source or guide is not georeferenced: assuming the guide is exactly %d x the "
+            "source's pixel grid",
+            grid.scale,
+        )
+    run.guide = stack.enter_context(AlignedGuide(run.guide_dataset, run.guide_bands, grid))
+    run.common = check_overlap(run.guide_dataset, grid)
+    if request.aoi is not None:
+        run.aoi = load_aoi(request.aoi, grid.crs)
+        if not run.aoi.intersects(run.common):
+            raise OverlapError("the AOI does not overlap the area covered by source and guide")
+
+    tile_size = request.tile_size or default_tile_size(grid.scale)
+    overlap = (
+        request.overlap if request.overlap is not None else default_overlap(grid.scale, tile_size)
+    )
+    run.plan = plan_tiles(grid.lr_width, grid.lr_height, grid.scale, tile_size, overlap)
+    run.encoding = _encoding(run)
+    run.settings = RunSettings(
+        source=_input_record(request.source, request.record_paths),
+        band=run.band,
+        guide=_input_record(request.guide, request.record_paths),
+        guide_bands=run.guide_bands,
+        scale=grid.scale,
+        tile_size=tile_size,
+        overlap=overlap,
+        aoi=_aoi_record(request.aoi),
+        dtype=request.dtype,
+        nodata=run.encoding.nodata,
+        fit=request.config,
+        creation_options=tuple(sorted(request.creation_options.items())),
+        cog=request.cog,
+    )
+    gtiff = gdal_creation_options(request.dtype, None if request.cog else request.creation_options)
+    run.profile = output_profile(grid, request.dtype, run.encoding.nodata, gtiff)
+    if request.cog:
+        run.cog_options = gdal_creation_options(request.dtype, request.creation_options, cog=True)
+    validate_profile(run.profile, run.cog_options)
+
+
+def _input_record(path: str | os.PathLike[str], record_path: bool) -> InputFile:
+    """A local input by name and content; a remote one by its address (its bytes are not
+    downloaded just to be hashed)."""
+    if is_remote(path):
+        text = os.fspath(path)
+        return InputFile(name=text.rsplit("/", 1)[-1], fingerprint=text)
+    return input_file(path, record_path)
+
+
+def _aoi_record(aoi: str | None) -> str | None:
+    """The AOI as recorded: WKT as given, a file by name and content fingerprint (so that
+    editing the file invalidates checkpoints, and its folder is not recorded)."""
+    if aoi is None:
+        return None
+    path = Path(aoi)
+    with contextlib.suppress(OSError):
+        if path.is_file():
+            return f"{path.name}#{input_file(path).fingerprint}"
+    return aoi
+
+
+def _encoding(run: PreparedRun) -> OutputEncoding:
+    """Output type, nodata and (for an integer output of a scaled source) scale and offset."""
+    request = run.request
+    source_nodata = run.source.nodatavals[run.band - 1]
+    scale, offset = band_encoding(run.source, run.band)
+    keep_encoding = not is_float(request.dtype) and (scale, offset) != (1.0, 0.0)
+    nodata = choose_nodata(source_nodata, request.dtype, request.nodata)
+    if keep_encoding:
+        return OutputEncoding(request.dtype, nodata, scale, offset)
+    return OutputEncoding(request.dtype, nodata)
+
+
+def _statistics(run: PreparedRun) -> tuple[Normalisation, tuple[float, float]]:
+    """Whole-raster z-score statistics from decimated reads (the guide sampled on its own grid
+    over the area it shares with the source), and the source's range."""
+    values, valid = read_decimated(run.source, [run.band], role="source")
     if not valid.any():
-        raise InputError(f"the source {source.name} has no valid pixel (all nodata)")
+        raise InputError(f"the source {run.source.name} has no valid pixel (all nodata)")
+    guide = run.guide_dataset
     window = Window(0, 0, guide.width, guide.height)
-    if not pixel_aligned(guide, grid):
-        bounds = transform_bounds(grid.crs, guide.crs, *common.bounds, densify_pts=21)
+    if not pixel_aligned(guide, run.grid):
+        bounds = transform_bounds(run.grid.crs, guide.crs, *run.common.bounds, densify_pts=21)
         shared = from_bounds(*bounds, transform=guide.transform).round_offsets().round_lengths()
         with contextlib.suppress(ValueError):  # no intersection: keep the whole guide
             window = window.intersection(shared)
-    guide_values, guide_valid = read_decimated(guide, guide_bands, window)
+    guide_values, guide_valid = read_decimated(guide, run.guide_bands, window, role="guide")
     if not guide_valid.any():
         raise InputError(f"the guide {guide.name} has no valid pixel where it meets the source")
     samples = guide_values[:, guide_valid][:, None, :]
-    try:
-        return normalisation_stats(values[0], samples, valid)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    source_values = values[0][valid]
+    stats = normalisation_stats(values[0], samples, valid)
+    return stats, (float(source_values.min()), float(source_values.max()))
 
 
-def file_fingerprint(path: Path) -> dict[str, Any]:
-    """Path, size and modification time: enough to tell that an input changed since a run."""
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _jobs(
-    plan: TilePlan,
-    pending: set[int],
-    source: DatasetReader,
-    band: int,
-    guide: AlignedGuide,
-    grid: OutputGrid,
-    aoi: BaseGeometry | None,
-    stats: Normalisation,
-    config: FitConfig,
-    skipped: list[int],
-) -> Iterator[TileJob]:
-    """Read each pending tile into a job, lazily; tiles without a valid output pixel are
-    appended to ``skipped`` instead."""
-    s = grid.scale
-    fill = stats.guide_mean_array()[:, None, None]
-    for tile in plan:
-        if tile.index not in pending:
-            continue
-        if not tile_intersects(tile, aoi, grid.lr_transform):
-            skipped.append(tile.index)
-            continue
-        values, source_valid = read_band(source, band, tile.lr_window)
-        if not source_valid.any():
-            skipped.append(tile.index)
-            continue
-        guide_values, guide_valid = guide.read(tile.hr_window)
-        output_valid = np.repeat(np.repeat(source_valid, s, axis=0), s, axis=1) & guide_valid
-        if aoi is not None:
-            output_valid &= geometry_mask(
-                [aoi],
-                out_shape=output_valid.shape,
-                transform=window_transform(tile.hr_window, grid.transform),
-                invert=True,
+def check_value_range(run: PreparedRun) -> None:
+    """Refuse an integer output type that cannot hold the source's values (they would all
+    be clipped, and the output would be garbage), before any tile is fitted."""
+    if is_float(run.encoding.dtype):
+        return
+    _, (low, high) = run.statistics
+    lo, hi = run.encoding.physical_range()
+    if low < lo or high > hi:
+        raise InputError(
+            f"the source's values ({low:.6g} to {high:.6g}) do not fit --dtype "
+            f"{run.encoding.dtype} (which holds {lo:.6g} to {hi:.6g}"
+            + (
+                f" with the source's scale {run.encoding.scale:g} and offset "
+                f"{run.encoding.offset:g}"
+                if (run.encoding.scale, run.encoding.offset) != (1.0, 0.0)
+                else ""
             )
-        if not output_valid.any():
-            skipped.append(tile.index)
-            continue
-        yield TileJob(
-            index=tile.index,
-            lr_window=tile.lr_window,
-            hr_window=tile.hr_window,
-            source=values,
-            source_valid=source_valid,
-            guide=np.where(guide_valid[None], guide_values, fill).astype(np.float32),
-            output_valid=output_valid,
-            scale=s,
-            stats=stats,
-            config=dataclasses.replace(config, seed=config.seed + tile.index),
+            + "): use float32 or an integer type that holds them"
         )
 
 
-class _TileCache:
-    """A small LRU of checkpointed tile predictions, recording each tile's cycle RMSE."""
-
-    def __init__(self, checkpoints: TileCheckpoints, size: int = TILE_CACHE_SIZE) -> None:
-        self._checkpoints = checkpoints
-        self._size = size
-        self._tiles: OrderedDict[int, np.ndarray] = OrderedDict()
-        self.rmse: dict[int, float] = {}
-
-    def get(self, index: int) -> np.ndarray:
-        if index in self._tiles:
-            self._tiles.move_to_end(index)
-            return self._tiles[index]
-        prediction, rmse = self._checkpoints.load(index)
-        self.rmse[index] = rmse
-        self._tiles[index] = prediction
-        if len(self._tiles) > self._size:
-            self._tiles.popitem(last=False)
-        return prediction
+def check_output_free(run: PreparedRun) -> None:
+    """An existing output is only replaced with ``overwrite``."""
+    if run.output.exists() and not run.request.overwrite:
+        raise OutputExistsError(f"{run.output} exists: use --overwrite to replace it")
 
 
-def _blocks(width: int, height: int, size: int) -> Iterator[Window]:
-    for row in range(0, height, size):
-        for col in range(0, width, size):
-            yield Window(col, row, min(size, width - col), min(size, height - row))
+# --------------------------------------------------------------------------------------------
+# execute: fit, then write
+# --------------------------------------------------------------------------------------------
 
 
-def _blend_size(plan: TilePlan, block: int) -> int:
-    """Blend windows: whole GTiff blocks, at least one tile stride wide, so each checkpoint
-    is loaded only a few times."""
-    stride = max(1, plan.tile_size - plan.overlap) * plan.scale
-    return block * max(1, math.ceil(stride / block))
+def execute(
+    run: PreparedRun,
+    executor: TileExecutor | None = None,
+    progress: Progress | None = None,
+) -> UpscaleReport:
+    """Fit the run's missing tiles and write the output (see the module docstring).
+
+    Holds the output's lock throughout, so a second run on the same output is refused while
+    this one works; a kill leaves checkpoints from which the same call resumes.
+    """
+    started = time.perf_counter()
+    executor = executor or SerialExecutor()
+    progress = progress or Progress()
+    with OutputLock(run.work_dir, run.output):
+        for leftover in remove_leftovers(run.output):
+            log.info("removed %s, left by a run that was killed", leftover.name)
+        checkpoints = TileCheckpoints(
+            run.work_dir, run.settings.result_key(), run.settings.result_fields()
+        )
+        try:
+            done = checkpoints.open()
+            _check_memory(run, executor)
+            check_value_range(run)
+            device = _device_label(run.config, executor)
+            log.info(
+                "%s of %dx%d source pixels (%d already done), %d iterations each, on %s",
+                count(len(run.plan), "tile"),
+                run.plan.tile_width,
+                run.plan.tile_height,
+                len(done),
+                run.config.iterations,
+                device,
+            )
+            progress.begin(
+                name=run.output.name,
+                tiles=len(run.plan),
+                resumed=len(done),
+                iterations=run.config.iterations,
+                device=device,
+            )
+            pending = set(range(len(run.plan))) - done
+            fitted, skipped = _fit_stage(run, pending, checkpoints, executor, progress)
+            facts = _write_stage(run, checkpoints, progress)
+        except BaseException:
+            if not checkpoints.done():
+                checkpoints.remove()
+            raise
+        checkpoints.remove()
+    if run.preview is not None:
+        from .preview import write_preview
+
+        write_preview(run, overwrite=run.request.overwrite)
+    if skipped == len(run.plan):
+        log.warning("every tile was skipped (nodata, outside the guide or AOI): output is empty")
+    rmse = [f.cycle_rmse for f in facts.values()]
+    devices = sorted({f.device for f in facts.values() if f.device}) or [device]
+    report = UpscaleReport(
+        output=run.output,
+        tiles_total=len(run.plan),
+        tiles_fitted=fitted,
+        tiles_resumed=len(done),
+        tiles_skipped=skipped,
+        seconds=time.perf_counter() - started,
+        mean_cycle_rmse=float(np.mean(rmse)) if rmse else float("nan"),
+        device=",".join(devices),
+    )
+    progress.end(report.as_dict())
+    return report
 
 
 def upscale_raster(
@@ -233,265 +485,241 @@ def upscale_raster(
     *,
     scale: int,
     config: FitConfig | None = None,
-    band: int | None = None,
-    guide_bands: Sequence[int] | None = None,
-    tile_size: int = 64,
-    overlap: int = 8,
-    aoi: str | None = None,
-    dtype: str = "float32",
-    nodata: float | None = None,
-    creation_options: Mapping[str, str] | None = None,
-    cog: bool = False,
-    overwrite: bool = False,
-    preview: str | os.PathLike[str] | None = None,
     executor: TileExecutor | None = None,
-    show_progress: bool = False,
+    progress: Progress | None = None,
+    **options: Any,
 ) -> UpscaleReport:
-    """Super-resolve a georeferenced raster band by ``scale`` with a high-resolution guide.
+    """Super-resolve a raster band by ``scale`` with a high-resolution guide.
 
-    Args:
-        source: LR raster (one band is super-resolved: ``band``, required if it has several).
-        guide: HR guide raster, on any grid/CRS overlapping the source (warped tile by tile).
-        output: GeoTIFF to write; default ``<source stem>_x<scale>.tif`` beside the source.
-        scale: integer factor >= 2; the output grid is the source's with pixels scale x smaller.
-        config: fit settings (iterations, kernels, features, seed, device). Tile i uses seed
-            ``config.seed + i``.
-        band: 1-based source band.
-        guide_bands: 1-based guide bands (default: all but alpha).
-        tile_size: tile edge in source (LR) pixels.
-        overlap: overlap of neighbouring tiles in source (LR) pixels, blended smoothly.
-        aoi: GeoJSON file (EPSG:4326 unless it names a crs) or WKT (source CRS); tiles outside
-            are skipped and output pixels outside are nodata.
-        dtype: output data type (float32 by default).
-        nodata: output nodata (default: the source's, or -9999 for floats).
-        creation_options: GDAL creation options overriding the defaults (``--co``).
-        cog: write a Cloud Optimized GeoTIFF.
-        overwrite: replace an existing output.
-        preview: PNG quick-look to write after the output.
-        executor: runs the tile jobs (default: serially in this process).
-        show_progress: tqdm progress bars on stderr.
+    ``options`` are the other fields of :class:`UpscaleRequest` (band, guide_bands,
+    tile_size, overlap, aoi, dtype, nodata, creation_options, cog, overwrite, preview,
+    record_paths). ``executor`` runs the tile fits (default: serially in this process);
+    ``progress`` receives the progress (default: nothing is reported).
     """
-    started = time.perf_counter()
-    config = config or FitConfig()
-    source_path, guide_path = Path(source), Path(guide)
-    output_path = Path(output) if output is not None else default_output_path(source_path, scale)
-    if dtype not in DTYPES:
-        raise InputError(f"unsupported output dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    plan_tiles(4, 4, 2, tile_size, overlap)  # validates tile_size/overlap before opening files
-    executor = executor or SerialExecutor()
-    # Tiles that run elsewhere (worker processes, a Dask cluster) pick their device there: a
-    # CPU-only login node may well send tiles to GPU workers.
-    in_process = getattr(executor, "in_process", False)
-    device = str(resolve_device(config.device)) if in_process else config.device
+    if "guide_bands" in options and options["guide_bands"] is not None:
+        options["guide_bands"] = tuple(options["guide_bands"])
+    request = UpscaleRequest(
+        source, guide, scale, output=output, config=config or FitConfig(), **options
+    )
+    with prepare(request) as run:
+        check_output_free(run)
+        return execute(run, executor, progress)
 
-    with contextlib.ExitStack() as stack:
-        src = stack.enter_context(open_raster(source_path, "source"))
-        gds = stack.enter_context(open_raster(guide_path, "guide"))
-        _check_output(output_path, [source_path, guide_path], overwrite)
-        band = select_band(src, band)
-        bands = select_guide_bands(gds, guide_bands)
-        grid = output_grid(src, scale)
-        if pixel_aligned(gds, grid):
-            log.warning(
-                "source or guide is not georeferenced: assuming the guide is exactly %d x the "
-                "source's pixel grid",
-                scale,
-            )
-        guide_reader = stack.enter_context(AlignedGuide(gds, bands, grid))
-        common = check_overlap(gds, grid)
-        aoi_geometry = None
-        if aoi is not None:
-            aoi_geometry = load_aoi(aoi, grid.crs)
-            if not aoi_geometry.intersects(common):
-                raise OverlapError("the AOI does not overlap the area covered by source and guide")
-        stats = _statistics(src, band, gds, bands, grid, common)
-        plan = plan_tiles(grid.lr_width, grid.lr_height, scale, tile_size, overlap)
-        out_nodata = choose_nodata(src.nodatavals[band - 1], dtype, nodata)
-        settings = {
-            "version": __version__,
-            "source": source_path.name,
-            "source_file": file_fingerprint(source_path),
-            "band": band,
-            "guide": guide_path.name,
-            "guide_file": file_fingerprint(guide_path),
-            "guide_bands": list(bands),
-            "scale": scale,
-            "tile_size": tile_size,
-            "overlap": overlap,
-            "aoi": aoi,
-            "dtype": dtype,
-            "nodata": out_nodata,
-            **dataclasses.asdict(config),
-            "resolved_device": device,
-        }
-        checkpoints = TileCheckpoints(work_dir_for(output_path), settings)
-        done = checkpoints.open()
-        pending = {i for i in range(len(plan))} - done
-        log.info(
-            "%d tiles of %dx%d source pixels (%d already done), %d iterations each, on %s",
-            len(plan),
-            plan.tile_width,
-            plan.tile_height,
-            len(done),
-            config.iterations,
-            device,
-        )
-        skipped: list[int] = []
-        fitted = 0
-        try:
-            fitted = _fit_tiles(
-                plan,
-                pending,
-                done,
-                src,
-                band,
-                guide_reader,
-                grid,
-                aoi_geometry,
-                stats,
-                config,
-                skipped,
-                checkpoints,
-                executor,
-                show_progress,
-            )
-            tags = provenance_tags(settings)
-            description = src.descriptions[band - 1] or f"band {band}"
-            rmse = _blend_and_write(
-                plan,
-                checkpoints,
-                grid,
-                output_path,
-                dtype,
-                out_nodata,
-                creation_options,
-                cog,
-                tags,
-                f"{description} x{scale} (MMSR)",
-            )
-        except BaseException:
-            if not checkpoints.done():
-                checkpoints.remove()
-            raise
-        checkpoints.remove()
-        if preview is not None:
-            from .preview import write_preview
 
-            write_preview(Path(preview), src, band, gds, bands, grid, output_path)
+def _device_label(config: FitConfig, executor: TileExecutor) -> str:
+    """The device tiles run on, as far as this process knows: resolved for in-process fits;
+    workers elsewhere resolve "auto" themselves (a CPU-only login node may send tiles to GPU
+    workers)."""
+    if getattr(executor, "in_process", False):
+        return str(resolve_device(config.device))
+    return config.device
 
-    if skipped and len(skipped) == len(plan):
-        log.warning("every tile was skipped (nodata, outside the guide or AOI): output is empty")
-    return UpscaleReport(
-        output=output_path,
-        tiles_total=len(plan),
-        tiles_fitted=fitted,
-        tiles_resumed=len(done),
-        tiles_skipped=len(skipped),
-        seconds=time.perf_counter() - started,
-        mean_cycle_rmse=float(np.mean(list(rmse.values()))) if rmse else float("nan"),
-        device=device,
+
+def _check_memory(run: PreparedRun, executor: TileExecutor) -> None:
+    """The memory guard (:mod:`mmsr_geo.memory`) for tiles fitted on this machine's CPU;
+    tiles on a GPU or another machine are guarded there."""
+    local = getattr(executor, "local_tiles", None)
+    if local is None:
+        return
+    if getattr(executor, "in_process", False) and resolve_device(run.config.device).type != "cpu":
+        return
+    scale = run.grid.scale
+    check_tile_memory(
+        run.plan.tile_height * scale,
+        run.plan.tile_width * scale,
+        features=run.config.features,
+        scale=scale,
+        tile_size=run.plan.tile_size,
+        concurrent=local,
     )
 
 
-def _fit_tiles(
-    plan: TilePlan,
+def _jobs(
+    run: PreparedRun, pending: set[int], on_skip: Callable[[int], None]
+) -> Iterator[TileJob]:
+    """Read each pending tile into a job, lazily; tiles without a valid output pixel are
+    reported to ``on_skip`` (with their index) instead."""
+    grid, s = run.grid, run.grid.scale
+    stats, _ = run.statistics
+    max_hole = max_hole_pixels(s)
+    for tile in run.plan:
+        if tile.index not in pending:
+            continue
+        if not tile_intersects(tile, run.aoi, grid.lr_transform):
+            on_skip(tile.index)
+            continue
+        values, source_valid = read_band(run.source, run.band, tile.lr_window)
+        if not source_valid.any():
+            on_skip(tile.index)
+            continue
+        hr_transform = window_transform(tile.hr_window, grid.transform)
+        guide_values, guide_valid = run.guide.read(tile.hr_window)
+        shape = guide_valid.shape
+        covered = geometry_mask([run.common], out_shape=shape, transform=hr_transform, invert=True)
+        usable = guide_valid | (guide_holes(guide_valid, max_hole) & covered)
+        output_valid = np.repeat(np.repeat(source_valid, s, axis=0), s, axis=1) & usable
+        if run.aoi is not None:
+            output_valid &= geometry_mask(
+                [run.aoi], out_shape=shape, transform=hr_transform, invert=True
+            )
+        if not output_valid.any():
+            on_skip(tile.index)
+            continue
+        yield TileJob(
+            index=tile.index,
+            lr_window=tile.lr_window,
+            hr_window=tile.hr_window,
+            source=values,
+            source_valid=source_valid,
+            guide=fill_guide(guide_values, guide_valid),
+            output_valid=output_valid,
+            scale=s,
+            stats=stats,
+            config=dataclasses.replace(run.config, seed=run.config.seed + tile.index),
+        )
+
+
+def _fit_stage(
+    run: PreparedRun,
     pending: set[int],
-    done: set[int],
-    source: DatasetReader,
-    band: int,
-    guide: AlignedGuide,
-    grid: OutputGrid,
-    aoi: BaseGeometry | None,
-    stats: Normalisation,
-    config: FitConfig,
-    skipped: list[int],
     checkpoints: TileCheckpoints,
     executor: TileExecutor,
-    show_progress: bool,
-) -> int:
-    """Run the pending tiles through the executor, checkpointing each result; returns how
-    many were fitted."""
-    jobs = _jobs(plan, pending, source, band, guide, grid, aoi, stats, config, skipped)
-    tiles_bar = tqdm(
-        total=len(plan),
-        initial=len(done),
-        desc="tiles",
-        unit="tile",
-        disable=not show_progress,
-        position=0,
-    )
-    iterations_bar = tqdm(
-        total=config.iterations,
-        desc="iterations",
-        unit="it",
-        leave=False,
-        disable=not (show_progress and getattr(executor, "in_process", False)),
-        position=1,
-    )
+    progress: Progress,
+) -> tuple[int, int]:
+    """Run the pending tiles through the executor, checkpointing each result; returns
+    (tiles fitted, tiles skipped)."""
+    skipped: list[int] = []
 
-    def on_iteration(step: int, total: int, loss: float) -> None:
-        if step == 1:
-            iterations_bar.reset(total)
-        iterations_bar.update(1)
-        if step % 50 == 0 or step == total:
-            iterations_bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+    def on_skip(index: int) -> None:
+        skipped.append(index)
+        progress.tile_finished(None)
 
     fn = (
-        functools.partial(fit_tile, progress=on_iteration)
-        if show_progress and getattr(executor, "in_process", False)
+        functools.partial(fit_tile, progress=progress.iteration)
+        if getattr(executor, "in_process", False)
         else fit_tile
     )
     fitted = 0
-    try:
-        for result in executor.map_unordered(fn, jobs):
-            _record(result, checkpoints)
-            fitted += 1
-            tiles_bar.update(1)
-            tiles_bar.set_postfix(skipped=len(skipped), refresh=False)
-        tiles_bar.update(len(skipped))
-    finally:
-        iterations_bar.close()
-        tiles_bar.close()
-    return fitted
+    for result in executor.map_unordered(fn, _jobs(run, pending, on_skip)):
+        checkpoints.save(result)
+        fitted += 1
+        log.debug(
+            "tile %d fitted in %.1f s, cycle RMSE %.4g",
+            result.index,
+            result.seconds,
+            result.cycle_rmse,
+        )
+        progress.tile_finished(result.seconds)
+    return fitted, len(skipped)
 
 
-def _record(result: TileResult, checkpoints: TileCheckpoints) -> None:
-    checkpoints.save(result)
-    log.debug(
-        "tile %d fitted in %.1f s, cycle RMSE %.4g", result.index, result.seconds, result.cycle_rmse
-    )
+class _TileCache:
+    """A small LRU of checkpointed tile predictions, recording each tile's facts."""
+
+    def __init__(self, checkpoints: TileCheckpoints, size: int = TILE_CACHE_SIZE) -> None:
+        self._checkpoints = checkpoints
+        self._size = size
+        self._tiles: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.facts: dict[int, TileFacts] = {}
+
+    def get(self, index: int) -> np.ndarray:
+        if index in self._tiles:
+            self._tiles.move_to_end(index)
+            return self._tiles[index]
+        prediction, facts = self._checkpoints.load(index)
+        self.facts[index] = facts
+        self._tiles[index] = prediction
+        if len(self._tiles) > self._size:
+            self._tiles.popitem(last=False)
+        return prediction
 
 
-def _blend_and_write(
-    plan: TilePlan,
-    checkpoints: TileCheckpoints,
-    grid: OutputGrid,
-    output: Path,
-    dtype: str,
-    nodata: float,
-    user_options: Mapping[str, str] | None,
-    cog: bool,
-    tags: Mapping[str, str],
-    description: str,
-) -> dict[int, float]:
-    """Blend the checkpointed tiles block by block into the (atomic) output; returns the
-    cycle RMSE of every tile."""
+def _blocks(width: int, height: int, size: int) -> list[Window]:
+    return [
+        Window(col, row, min(size, width - col), min(size, height - row))
+        for row in range(0, height, size)
+        for col in range(0, width, size)
+    ]
+
+
+def _blend_size(plan: TilePlan, block: int) -> int:
+    """Blend windows: whole GTiff blocks, at least one tile stride wide, so each checkpoint
+    is loaded only a few times."""
+    stride = max(1, plan.tile_size - plan.overlap) * plan.scale
+    return block * max(1, math.ceil(stride / block))
+
+
+def _write_stage(
+    run: PreparedRun, checkpoints: TileCheckpoints, progress: Progress
+) -> dict[int, TileFacts]:
+    """Blend the checkpointed tiles block by block into the output (placed atomically);
+    returns the facts of every tile."""
     done = checkpoints.done()
-    gtiff_options = gdal_creation_options(dtype, None if cog else user_options)
-    profile = output_profile(grid, dtype, nodata, gtiff_options)
-    block = int(gtiff_options.get("BLOCKXSIZE", BLOCK_SIZE))
+    plan, grid = run.plan, run.grid
+    block = int(run.profile.get("blockxsize", BLOCK_SIZE))
     cache = _TileCache(checkpoints)
     ramp = plan.overlap * plan.scale
-    cog_options = gdal_creation_options(dtype, user_options, cog=True) if cog else None
-    with atomic_raster(output, profile, cog=cog, cog_options=cog_options) as dst:
-        for window in _blocks(grid.width, grid.height, _blend_size(plan, block)):
+    counts = EncodeCounts()
+    windows = _blocks(grid.width, grid.height, _blend_size(plan, block))
+    with atomic_raster(
+        run.output,
+        run.profile,
+        overwrite=run.request.overwrite,
+        cog=run.request.cog,
+        cog_options=run.cog_options,
+    ) as dst:
+        for number, window in enumerate(windows, start=1):
             contributions = [
                 (tile.hr_window, cache.get(tile.index))
                 for tile in plan.tiles_touching(window)
                 if tile.index in done
             ]
             values, valid = blend_block(window, contributions, ramp)
-            dst.write(to_dtype(values, valid, dtype, nodata), 1, window=window)
-        dst.update_tags(**tags)
-        dst.set_band_description(1, description)
-    return cache.rmse
+            stored, block_counts = run.encoding.encode(values, valid)
+            counts.add(block_counts)
+            dst.write(stored, 1, window=window)
+            progress.blocks_written(number, len(windows))
+        dst.update_tags(**provenance_tags(run.settings.record(), _run_facts(cache)))
+        description = run.source.descriptions[run.band - 1] or f"band {run.band}"
+        dst.set_band_description(1, f"{description} x{grid.scale} (MMSR)")
+        units = run.source.units[run.band - 1] if run.source.units else None
+        if units:
+            dst.set_band_unit(1, units)
+        if (run.encoding.scale, run.encoding.offset) != (1.0, 0.0):
+            dst.scales = (run.encoding.scale,)
+            dst.offsets = (run.encoding.offset,)
+    _report_counts(counts, run.encoding)
+    return cache.facts
+
+
+def _run_facts(cache: _TileCache) -> dict[str, Any]:
+    """Facts of the result for the ``MMSR_RUN`` tag: devices, tiles with data, cycle RMSE.
+
+    Only what the result determines (no timings, no count of resumed tiles), so a resumed
+    run writes the very bytes of an uninterrupted one.
+    """
+    facts = list(cache.facts.values())
+    return {
+        "devices": sorted({f.device for f in facts if f.device}),
+        "tiles_with_data": len(facts),
+        "mean_cycle_rmse": float(np.mean([f.cycle_rmse for f in facts])) if facts else None,
+    }
+
+
+def _report_counts(counts: EncodeCounts, encoding: OutputEncoding) -> None:
+    if counts.clipped:
+        lo, hi = encoding.physical_range()
+        log.warning(
+            "%d valid output pixels were outside what %s holds (%.6g to %.6g) and were clipped",
+            counts.clipped,
+            encoding.dtype,
+            lo,
+            hi,
+        )
+    if counts.moved_off_nodata:
+        log.warning(
+            "%d valid output pixels were predicted exactly as the nodata value %g and were "
+            "moved one step off it (choose another --nodata to avoid this)",
+            counts.moved_off_nodata,
+            encoding.nodata,
+        )

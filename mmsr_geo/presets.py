@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .errors import InputError
+
 
 class Kernels(NamedTuple):
     s2g: int
@@ -25,6 +27,6 @@ def preset_kernels(name: str) -> Kernels:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown preset {name!r}: choose one of {', '.join(sorted(PRESETS))}"
         ) from None

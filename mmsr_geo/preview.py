@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -22,9 +22,13 @@ from rasterio.enums import Resampling  # noqa: E402
 from rasterio.io import DatasetReader  # noqa: E402
 from rasterio.vrt import WarpedVRT  # noqa: E402
 
+from .atomic import atomic_file  # noqa: E402
 from .grid import OutputGrid  # noqa: E402
 from .guide import pixel_aligned  # noqa: E402
 from .raster_io import decimated_shape, read_decimated  # noqa: E402
+
+if TYPE_CHECKING:
+    from .pipeline import PreparedRun
 
 PREVIEW_PIXELS = 512 * 512
 
@@ -90,18 +94,13 @@ def _guide_quicklook(
         return vrt.read(rgb).astype(np.float64)
 
 
-def write_preview(
-    path: Path,
-    source: DatasetReader,
-    band: int,
-    guide: DatasetReader,
-    guide_bands: Sequence[int],
-    grid: OutputGrid,
-    output: Path,
-) -> None:
-    """Write a PNG with guide RGB, LR source, SR output and hillshades of LR and SR."""
+def write_preview(run: PreparedRun, *, overwrite: bool) -> None:
+    """Write ``run.preview``: a PNG with guide RGB, LR source, SR output and hillshades of LR
+    and SR (in place atomically; an existing file only with ``overwrite``)."""
+    source, band, grid, output = run.source, run.band, run.grid, run.output
+    guide, guide_bands = run.guide_dataset, run.guide_bands
     shape = decimated_shape(grid.height, grid.width, PREVIEW_PIXELS)
-    lr, lr_valid = read_decimated(source, [band], max_pixels=PREVIEW_PIXELS)
+    lr, lr_valid = read_decimated(source, [band], max_pixels=PREVIEW_PIXELS, role="source")
     lr = np.where(lr_valid, lr[0], np.nan)
     with rasterio.open(output) as ds:
         sr = ds.read(1, out_shape=shape, masked=True, resampling=Resampling.average)
@@ -133,4 +132,5 @@ def write_preview(
     figure.savefig(buffer, dpi=90, format="png")
     plt.close(figure)
     # 256 adaptive colours: a third of the size, no visible difference for a quick-look
-    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
+    with atomic_file(run.preview, overwrite=overwrite) as tmp:
+        Image.open(buffer).convert("RGB").quantize(256).save(tmp, format="PNG", optimize=True)

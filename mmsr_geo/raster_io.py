@@ -6,16 +6,17 @@ Everything here reads by windows or decimated: the pipeline must never hold a wh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
@@ -27,23 +28,50 @@ STATS_MAX_PIXELS = 1024 * 1024
 """Pixels read (per band) for the whole-raster statistics: bounded memory, however large."""
 
 
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a URL or GDAL virtual path (``https://``, ``s3://``, ``/vsicurl/``,
+    ``/vsizip/``, ...) that rasterio opens as it is, rather than a local file."""
+    text = os.fspath(path)
+    return "://" in text or text.startswith("/vsi")
+
+
 def open_raster(path: str | os.PathLike[str], role: str) -> DatasetReader:
     """Open ``path`` for reading; a missing file or a non-raster is an :class:`InputError`.
 
-    rasterio's NotGeoreferencedWarning is swallowed here: whether a pair lacks georeferencing
-    is decided (and reported once) by the pipeline.
+    Local paths are checked first for a clear message; URLs and GDAL virtual paths are handed
+    to rasterio untouched. rasterio's NotGeoreferencedWarning is swallowed here: whether a
+    pair lacks georeferencing is decided (and reported once) by the pipeline.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{role} file not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{role} is a directory, not a raster file: {path}")
+    if not is_remote(path):
+        local = Path(path)
+        if not local.exists():
+            raise InputError(f"{role} file not found: {local}")
+        if local.is_dir():
+            raise InputError(f"{role} is a directory, not a raster file: {local}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as exc:
-        raise InputError(f"{role} {path} is not a raster GDAL can read ({exc})") from None
+        raise InputError(f"{role} {path} is not a raster GDAL can read ({_cause(exc)})") from None
+
+
+def _cause(exc: BaseException) -> str:
+    """The most specific message of a GDAL error chain: rasterio's "Read failed. See previous
+    exception for details." keeps GDAL's own explanation in ``__cause__``."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return " ".join(str(exc).split())
+
+
+@contextlib.contextmanager
+def reading(dataset: DatasetReader, role: str) -> Iterator[None]:
+    """Turn a failed read (a truncated or corrupt file, a lost connection) into an
+    :class:`InputError` that names the file and what GDAL found wrong."""
+    try:
+        yield
+    except RasterioError as exc:
+        raise InputError(f"cannot read the {role} {dataset.name}: {_cause(exc)}") from None
 
 
 def select_band(dataset: DatasetReader, band: int | None, role: str = "source") -> int:
@@ -80,11 +108,23 @@ def select_guide_bands(dataset: DatasetReader, bands: Sequence[int] | None) -> t
     return tuple(bands)
 
 
+def band_encoding(dataset: DatasetReader, band: int) -> tuple[float, float]:
+    """(scale, offset) that turn the band's stored values into physical ones
+    (``physical = stored * scale + offset``); (1, 0) when the file declares none."""
+    scale = dataset.scales[band - 1] if dataset.scales else 1.0
+    offset = dataset.offsets[band - 1] if dataset.offsets else 0.0
+    return float(1.0 if scale is None else scale), float(0.0 if offset is None else offset)
+
+
 def read_band(dataset: DatasetReader, band: int, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """One band of a window as float64 and its validity: GDAL's mask (nodata, alpha, per-dataset
-    mask) and finite values."""
-    data = dataset.read(band, window=window).astype(np.float64)
-    valid = (dataset.read_masks(band, window=window) > 0) & np.isfinite(data)
+    """One band of a window in physical units (scale and offset applied) as float64, and its
+    validity: GDAL's mask (nodata, alpha, per-dataset mask) and finite values."""
+    with reading(dataset, "source"):
+        data = dataset.read(band, window=window).astype(np.float64)
+        valid = (dataset.read_masks(band, window=window) > 0) & np.isfinite(data)
+    scale, offset = band_encoding(dataset, band)
+    if (scale, offset) != (1.0, 0.0):
+        data = data * scale + offset
     return data, valid
 
 
@@ -109,12 +149,18 @@ def read_decimated(
     bands: Sequence[int],
     window: Window | None = None,
     max_pixels: int = STATS_MAX_PIXELS,
+    role: str = "raster",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A decimated (C, h, w) float64 read of ``bands`` over ``window`` and its validity (see
-    :func:`pixel_validity`), for statistics and quick-looks."""
+    """A decimated (C, h, w) float64 read of ``bands`` over ``window`` in physical units, and
+    its validity (see :func:`pixel_validity`), for statistics and quick-looks."""
     window = window or Window(0, 0, dataset.width, dataset.height)
     shape = decimated_shape(int(window.height), int(window.width), max_pixels)
-    data = dataset.read(list(bands), window=window, out_shape=(len(bands), *shape))
+    with reading(dataset, role):
+        data = dataset.read(list(bands), window=window, out_shape=(len(bands), *shape))
+        masks = dataset.read_masks(list(bands), window=window, out_shape=(len(bands), *shape))
     data = data.astype(np.float64)
-    masks = dataset.read_masks(list(bands), window=window, out_shape=(len(bands), *shape))
+    for i, band in enumerate(bands):
+        scale, offset = band_encoding(dataset, band)
+        if (scale, offset) != (1.0, 0.0):
+            data[i] = data[i] * scale + offset
     return data, pixel_validity(masks, data)

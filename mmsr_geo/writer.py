@@ -1,8 +1,9 @@
 """Writing the output GeoTIFF: profile and creation options as data, atomic temp + rename,
 overviews, provenance tags and Cloud Optimized GeoTIFF conversion.
 
-The output is written under a temporary name in its own folder and renamed with ``os.replace``
-only when complete, so an interrupted run never leaves a truncated file at the final path.
+The output is written under a temporary name in its own folder and put in place only when
+complete (:mod:`mmsr_geo.atomic`), so an interrupted run never leaves a truncated file at the
+final path, and an existing file is only replaced when asked.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import contextlib
 import json
 import logging
 import os
+import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,10 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.io import DatasetWriter
 
+from .atomic import atomic_file, remove_temporaries, temp_path
 from .errors import InputError
 from .grid import OutputGrid
 
@@ -95,8 +100,10 @@ def output_profile(
         "nodata": nodata,
         **{k.lower(): v for k, v in options.items()},
     }
-    if grid.georeferenced:
-        profile.update(crs=grid.crs, transform=grid.transform)
+    if grid.has_transform:
+        profile["transform"] = grid.transform
+    if grid.crs is not None:
+        profile["crs"] = grid.crs
     return profile
 
 
@@ -110,17 +117,108 @@ def overview_factors(width: int, height: int, block: int = BLOCK_SIZE) -> list[i
     return factors
 
 
-def to_dtype(values: np.ndarray, valid: np.ndarray, dtype: str, nodata: float) -> np.ndarray:
-    """Cast blended float values to the output dtype (rounded and clipped for integers), with
-    ``nodata`` where not valid."""
-    if not is_float(dtype):
-        info = np.iinfo(dtype)
-        values = np.clip(np.rint(values), info.min, info.max)
-    return np.where(valid, values, nodata).astype(dtype)
+@dataclass(frozen=True)
+class OutputEncoding:
+    """How physical values are stored: data type, nodata and, for integer outputs of a scaled
+    source, the source's scale and offset (``stored = (physical - offset) / scale``)."""
+
+    dtype: str
+    nodata: float
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def stored_range(self) -> tuple[float, float]:
+        """Smallest and largest storable value (stored units)."""
+        if is_float(self.dtype):
+            info = np.finfo(self.dtype)
+            return float(info.min), float(info.max)
+        info = np.iinfo(self.dtype)
+        return float(info.min), float(info.max)
+
+    def physical_range(self) -> tuple[float, float]:
+        """The physical values the output can hold."""
+        lo, hi = (v * self.scale + self.offset for v in self.stored_range())
+        return (min(lo, hi), max(lo, hi))
+
+    def encode(self, values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, EncodeCounts]:
+        """Stored array (``nodata`` where not valid) and what had to be changed.
+
+        Integer outputs are rounded and clipped to the type (counted); a valid value that
+        would be stored as the nodata value is moved one step away from it (counted), so a
+        prediction never turns into a hole.
+        """
+        stored = values if (self.scale, self.offset) == (1.0, 0.0) else (
+            (values - self.offset) / self.scale
+        )
+        lo, hi = self.stored_range()
+        if is_float(self.dtype):
+            out = stored.astype(self.dtype)
+            clipped = int(np.count_nonzero(valid & ~np.isfinite(out) & np.isfinite(stored)))
+        else:
+            rounded = np.rint(stored)
+            clipped = int(np.count_nonzero(valid & ((rounded < lo) | (rounded > hi))))
+            out = np.clip(rounded, lo, hi).astype(self.dtype)
+        hits = valid & (out == np.asarray(self.nodata).astype(self.dtype))
+        moved = int(np.count_nonzero(hits))
+        if moved:
+            nodata = np.asarray(self.nodata, dtype=self.dtype)
+            if is_float(self.dtype):
+                step = np.nextafter(nodata, np.asarray(np.inf, dtype=self.dtype))
+            else:
+                step = nodata + 1 if nodata < hi else nodata - 1
+            out[hits] = step
+        out[~valid] = np.asarray(self.nodata).astype(self.dtype)
+        return out, EncodeCounts(clipped=clipped, moved_off_nodata=moved)
 
 
-def _temp_path(final: Path, suffix: str) -> Path:
-    return final.with_name(f".{final.name}.{os.getpid()}.{suffix}.tmp")
+@dataclass
+class EncodeCounts:
+    """Valid pixels changed by :meth:`OutputEncoding.encode` (summed over blocks)."""
+
+    clipped: int = 0
+    moved_off_nodata: int = 0
+
+    def add(self, other: EncodeCounts) -> None:
+        self.clipped += other.clipped
+        self.moved_off_nodata += other.moved_off_nodata
+
+
+def validate_profile(profile: Mapping[str, Any], cog_options: Mapping[str, str] | None) -> None:
+    """Create (and drop) the output in memory with its real profile, so that a bad creation
+    option (``--co BLOCKXSIZE=13``, a predictor the type does not take, an unknown value) is an
+    error before any tile is fitted rather than after the whole fit. GDAL's warnings about
+    options it would ignore are errors here: a silently uncompressed output is not asked for."""
+    ignored: list[str] = []
+    handler = _Collect(ignored)
+    gdal_log = logging.getLogger("rasterio._env")
+    gdal_log.addHandler(handler)
+    name = f"/vsimem/mmsr-check-{uuid.uuid4().hex}.tif"
+    cog_name = name.replace(".tif", ".cog.tif")
+    try:
+        with rasterio.open(name, "w", **profile):
+            pass
+        if cog_options is not None:
+            rasterio.shutil.copy(name, cog_name, driver="COG", **dict(cog_options))
+    except (RasterioError, ValueError) as exc:
+        raise InputError(f"the output cannot be created with these options: {exc}") from None
+    finally:
+        gdal_log.removeHandler(handler)
+        for path in (name, cog_name):
+            with contextlib.suppress(RasterioError):
+                rasterio.shutil.delete(path)
+    if ignored:
+        raise InputError(f"GDAL would ignore a creation option: {ignored[0]}")
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "creation option" in message or "not recognised" in message:
+            self.into.append(message.split(" in ", 1)[-1])
 
 
 @contextlib.contextmanager
@@ -128,15 +226,15 @@ def atomic_raster(
     path: Path,
     profile: Mapping[str, Any],
     *,
+    overwrite: bool,
     cog: bool = False,
     cog_options: Mapping[str, str] | None = None,
 ) -> Iterator[DatasetWriter]:
     """Open a temporary GTiff beside ``path``; on a clean exit build overviews (or convert to
-    COG) and rename it to ``path``; on any error or interrupt remove the temporaries."""
+    COG) and put it in place (see :mod:`mmsr_geo.atomic`); on any error or interrupt remove
+    the temporaries."""
     path = Path(path)
-    tmp = _temp_path(path, "part")
-    cog_tmp = _temp_path(path, "cog")
-    try:
+    with atomic_file(path, overwrite=overwrite, tag="part") as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             yield dst
             if not cog:
@@ -146,16 +244,12 @@ def atomic_raster(
                     dst.build_overviews(factors, Resampling.average)
                     dst.update_tags(ns="rio_overview", resampling="average")
         if cog:
-            rasterio.shutil.copy(tmp, cog_tmp, driver="COG", **dict(cog_options or {}))
-            os.replace(cog_tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        for leftover in (tmp, cog_tmp):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                Path(str(leftover) + ".aux.xml").unlink()
+            cog_tmp = temp_path(path, "cog")
+            try:
+                rasterio.shutil.copy(tmp, cog_tmp, driver="COG", **dict(cog_options or {}))
+                os.replace(cog_tmp, tmp)
+            finally:
+                remove_temporaries(cog_tmp)
 
 
 _HUMAN_TAGS = frozenset(
@@ -175,20 +269,41 @@ _HUMAN_TAGS = frozenset(
 )
 
 
-def provenance_tags(settings: Mapping[str, Any]) -> dict[str, str]:
-    """Tags recording how the output was made: the main settings as separate tags for people
-    and all of them as one JSON tag for programs (see :func:`read_settings`)."""
+RUN_TAG = "MMSR_RUN"
+
+
+def provenance_tags(settings: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, str]:
+    """Tags recording how the output was made: the main settings as separate tags for people,
+    all of them as one JSON tag for programs (``MMSR_SETTINGS``, see :func:`read_provenance`)
+    and the facts of the run that made it (``MMSR_RUN``: devices, tiles, timings), which
+    are not part of its identity."""
     tags = {
         f"MMSR_{key.upper()}": json.dumps(value) if isinstance(value, (list, dict)) else str(value)
         for key, value in settings.items()
         if key in _HUMAN_TAGS
     }
     tags[SETTINGS_TAG] = json.dumps(settings, sort_keys=True, default=str)
+    tags[RUN_TAG] = json.dumps(run, sort_keys=True, default=str)
     return tags
+
+
+def read_provenance(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(settings, run facts) an existing output records, each None if it carries none."""
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+
+    def load(name: str) -> dict[str, Any] | None:
+        try:
+            value = json.loads(tags[name])
+        except (KeyError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    return load(SETTINGS_TAG), load(RUN_TAG)
 
 
 def read_settings(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The settings an existing output was made with, or None if it carries none."""
-    with rasterio.open(path) as ds:
-        text = ds.tags().get(SETTINGS_TAG)
-    return json.loads(text) if text else None
+    return read_provenance(path)[0]

@@ -19,13 +19,14 @@ from mmsr_geo.batch import (
     DFC_GUIDE_RULE,
     GuideRule,
     Pair,
-    is_done,
+    output_state,
     pairs_from_glob,
     pairs_from_manifest,
     resolve_outputs,
 )
 from mmsr_geo.errors import InputError
 from mmsr_geo.fit import FitConfig
+from mmsr_geo.pipeline import UpscaleRequest, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,13 +155,10 @@ def test_manifest_paths_are_relative_to_the_csv(tmp_path: Path):
         pairs_from_manifest(manifest)
 
 
-def test_outputs_that_clash_or_overwrite_inputs_are_refused(tmp_path: Path):
+def test_outputs_that_clash_are_refused(tmp_path: Path):
     clash = [Pair(Path("x/a_DSM.tif"), Path("x/a_RGB.tif")), Pair(Path("y/a_DSM.tif"), Path("g"))]
     with pytest.raises(InputError, match="both be written"):
         resolve_outputs(clash, tmp_path, 2)
-    onto_source = [Pair(tmp_path / "a.tif", tmp_path / "g.tif", Path("a.tif"))]
-    with pytest.raises(InputError, match="overwrite an input"):
-        resolve_outputs(onto_source, tmp_path, 2)
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -211,11 +209,25 @@ def test_bad_pair_fails_alone_and_reruns_skip_finished_outputs(tmp_path: Path):
     statuses = [r["status"] for r in load_report(out / "batch-report.json")["pairs"]]
     assert statuses == ["ok", "ok"]
 
-    pair = Pair(data / "JAX_001_001_DSM.tif", data / "JAX_001_001_RGB.tif")
     output = out / "JAX_001_001_DSM_x2.tif"
     same = FitConfig(iterations=2, features=4, s2g_kernel=5, g2s_kernel=3, seed=0, device="cpu")
-    options = {"tile_size": 8, "overlap": 2}
-    assert is_done(pair, output, 2, same, options)
-    assert not is_done(pair, output, 2, dataclasses.replace(same, seed=1), options)
-    assert not is_done(pair, output, 2, same, {**options, "overlap": 3})
-    assert not is_done(pair, output, 4, same, options)
+    request = UpscaleRequest(
+        data / "JAX_001_001_DSM.tif",
+        data / "JAX_001_001_RGB.tif",
+        2,
+        output=output,
+        config=same,
+        tile_size=8,
+        overlap=2,
+    )
+
+    def state(**changes) -> str:
+        with prepare(dataclasses.replace(request, **changes)) as run:
+            return output_state(run)[0]
+
+    assert state() == "done"
+    assert state(config=dataclasses.replace(same, device="auto")) == "done"  # device: a fact
+    assert state(config=dataclasses.replace(same, seed=1)) == "other"
+    assert state(overlap=3) == "other"
+    assert state(scale=4) == "other"
+    assert state(cog=True) == "other"

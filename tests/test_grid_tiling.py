@@ -21,7 +21,7 @@ from shapely.geometry import box
 from mmsr_geo.aoi import load_aoi
 from mmsr_geo.blending import WEIGHT_FLOOR, blend_block, weight_window
 from mmsr_geo.checkpoints import TileCheckpoints
-from mmsr_geo.errors import InputError, OverlapError
+from mmsr_geo.errors import InputError, OutputExistsError, OverlapError
 from mmsr_geo.grid import output_grid
 from mmsr_geo.guide import AlignedGuide, check_overlap
 from mmsr_geo.jobs import TileResult
@@ -266,25 +266,31 @@ def test_overview_factors() -> None:
 def test_atomic_raster_leaves_nothing_on_error(tmp_path: Path) -> None:
     final = tmp_path / "out.tif"
     profile = {"driver": "GTiff", "width": 8, "height": 8, "count": 1, "dtype": "float32"}
-    with pytest.raises(KeyboardInterrupt), atomic_raster(final, profile) as dst:
+    with pytest.raises(KeyboardInterrupt), atomic_raster(final, profile, overwrite=False) as dst:
         dst.write(np.ones((8, 8), np.float32), 1)
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
-    with atomic_raster(final, profile) as dst:
+    with atomic_raster(final, profile, overwrite=False) as dst:
         dst.write(np.ones((8, 8), np.float32), 1)
         assert not final.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]
+    # a file that appeared meanwhile is never clobbered without overwrite
+    with pytest.raises(OutputExistsError), atomic_raster(final, profile, overwrite=False) as dst:
+        dst.write(np.full((8, 8), 2, np.float32), 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]
+    with rasterio.open(final) as ds:
+        assert ds.read(1)[0, 0] == 1
 
 
 def test_checkpoints_resume_and_reset_on_other_settings(tmp_path: Path) -> None:
     work = tmp_path / "out.tif.mmsr-work"
-    first = TileCheckpoints(work, {"scale": 2})
+    first = TileCheckpoints(work, "key-a", {"scale": 2})
     assert first.open() == set()
     first.save(TileResult(3, np.ones((4, 4), np.float32), 0.5, 1.0, "cpu"))
-    again = TileCheckpoints(work, {"scale": 2})
+    again = TileCheckpoints(work, "key-a", {"scale": 2})
     assert again.open() == {3}
-    prediction, rmse = again.load(3)
-    assert rmse == 0.5 and prediction.shape == (4, 4)
-    other = TileCheckpoints(work, {"scale": 4})
+    prediction, facts = again.load(3)
+    assert facts.cycle_rmse == 0.5 and facts.device == "cpu" and prediction.shape == (4, 4)
+    other = TileCheckpoints(work, "key-b", {"scale": 4})
     assert other.open() == set()
     assert sorted(p.name for p in work.iterdir()) == ["manifest.json"]

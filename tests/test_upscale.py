@@ -259,8 +259,8 @@ def test_real_subprocess(tmp_path: Path) -> None:
         timeout=120,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "1 tiles of 24x24 source pixels" in ok.stderr  # logged before fitting
-    assert "1 tiles (1 fitted" in ok.stderr and "on cpu" in ok.stderr
+    assert "1 tile of 24x24 source pixels" in ok.stderr  # logged before fitting
+    assert "1 tile (1 fitted" in ok.stderr and "on cpu" in ok.stderr
     assert (tmp_path / "dem_x2.tif").exists()
     bad = subprocess.run(
         [
