@@ -2,8 +2,11 @@
 is ever materialised.
 
 ``cross_domain_filter`` picks the fastest implementation for the tensors' device: numba kernels
-on the CPU, the offset-loop autograd function elsewhere (CUDA). Both agree with the ``F.unfold``
-definition in :mod:`mmsr_geo.ops.reference` to float64 round-off, forward and backward.
+on the CPU; fused Triton kernels on CUDA tensors when Triton is installed and supports the
+dtype and channel count (:mod:`mmsr_geo.ops.triton_filter`); the offset-loop autograd function
+elsewhere. The numba and offset-loop backends agree with the ``F.unfold`` definition in
+:mod:`mmsr_geo.ops.reference` to float64 round-off, the float32 Triton kernels to float32
+round-off, forward and backward.
 """
 
 from __future__ import annotations
@@ -39,12 +42,18 @@ def cross_domain_filter(
         query: (B, C, H, W) features whose pixels the weights target (the *other* modality).
         source: (B, C, H, W) features that are filtered.
         kernel_size: odd neighbourhood size k.
-        backend: "auto", "cpu" (numba kernels), "shifted" (offset loop, any device) or
-            "unfold" (reference; huge memory).
+        backend: "auto", "cpu" (numba kernels), "triton" (fused Triton kernels: CUDA tensors,
+            float32/float16/bfloat16, at most 128 channels), "shifted" (offset loop, any device)
+            or "unfold" (reference; huge memory). "auto" takes "cpu" for CPU tensors, "triton"
+            for CUDA tensors it supports, else "shifted".
     """
     _check(query, source, kernel_size)
     if backend == "auto":
-        backend = "cpu" if source.device.type == "cpu" and _cpu_available() else "shifted"
+        backend = _auto_backend(query, source)
+    if backend == "triton":
+        from .triton_filter import TritonCrossDomainFilter
+
+        return TritonCrossDomainFilter.apply(query, source, kernel_size)
     if backend == "cpu":
         from .cpu import CpuCrossDomainFilter
 
@@ -53,7 +62,18 @@ def cross_domain_filter(
         return ShiftedCrossDomainFilter.apply(query, source, kernel_size)
     if backend == "unfold":
         return cross_domain_filter_unfold(query, source, kernel_size)
-    raise ValueError(f"unknown backend {backend!r}: use auto, cpu, shifted or unfold")
+    raise ValueError(f"unknown backend {backend!r}: use auto, cpu, triton, shifted or unfold")
+
+
+def _auto_backend(query: torch.Tensor, source: torch.Tensor) -> str:
+    if source.device.type == "cpu":
+        return "cpu" if _cpu_available() else "shifted"
+    if source.device.type == "cuda":
+        from .triton_filter import supports
+
+        if supports(query, source):
+            return "triton"
+    return "shifted"
 
 
 def _cpu_available() -> bool:
