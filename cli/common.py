@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from rasterio._err import CPLE_BaseError  # GDAL's own errors; rasterio exports no alias
 from rasterio.errors import RasterioError
 
 from mmsr_geo.errors import MmsrGeoError
@@ -115,7 +116,7 @@ def reporting_command(func: Callable[..., Any]) -> Callable[..., Any]:
             progress.close()
             click.echo("Interrupted.", err=True)
             sys.exit(130)
-        except (MmsrGeoError, RasterioError, OSError) as exc:
+        except (MmsrGeoError, RasterioError, CPLE_BaseError, OSError) as exc:
             if debug:
                 raise
             error: click.ClickException = UserError(_one_line(exc))

@@ -92,8 +92,9 @@ def format_table(scores: list[PairScores], mean: PairScores) -> str:
 @click.option(
     "--guide",
     type=click.Path(path_type=Path),
-    help="High-resolution guide GeoTIFF (RGB/multispectral) on the REFERENCE's pixel grid. "
-    "Required when REFERENCE is a GeoTIFF; not used with a directory.",
+    help="High-resolution guide raster (RGB/multispectral), on any grid or CRS overlapping "
+    "REFERENCE: it is warped onto REFERENCE's grid as 'upscale' warps it (averaged when "
+    "finer). Required when REFERENCE is a GeoTIFF; not used with a directory.",
 )
 @click.option(
     "--scale",
@@ -199,7 +200,7 @@ def evaluate(
             raise click.UsageError("--names and --limit apply to a directory REFERENCE only")
         mode = "geotiff"
         preset = preset or "remote-sensing"
-        pair = load_geotiff_pair(reference, guide)
+        pair = load_geotiff_pair(reference, guide, scale=scale)
         n_images = 1
         pairs = iter([(pair.name, pair.reference, pair.guide, pair.mask, pair.pixel_size)])
 

@@ -209,6 +209,8 @@ class PairScores:
     seconds: float = 0.0
     """Wall time of the fit (for the mean row: the mean over images)."""
     device: str = ""
+    pixels: int = 0
+    """Reference pixels scored (for the mean row: the mean over images)."""
 
     def as_dict(self) -> dict[str, float | str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -308,6 +310,7 @@ def evaluate_pair(
         bicubic_mae=mae(bicubic, reference, valid),
         seconds=result.seconds,
         device=result.device,
+        pixels=int(valid.sum()),
         **slope_scores,
     )
 
@@ -338,6 +341,7 @@ def summarise(scores: Sequence[PairScores], name: str = "mean") -> PairScores:
         bicubic_slope_rmse=mean("bicubic_slope_rmse"),
         seconds=mean("seconds"),
         device=",".join(devices),
+        pixels=int(round(mean("pixels") or 0)),
     )
 
 
@@ -467,73 +471,70 @@ class GeoPair:
 
     name: str
     reference: np.ndarray
-    """(H, W) float64, band 1 of the reference."""
+    """(H, W) float64, the reference band in physical units (scale and offset applied)."""
     guide: np.ndarray
-    """(C, H, W) float32, every band of the guide; nodata pixels filled with the band mean."""
+    """(C, H, W) float32 guide on the reference's grid, holes filled."""
     mask: np.ndarray
-    """(H, W) bool: reference valid (not nodata, finite) and guide valid."""
+    """(H, W) bool: reference valid (not nodata, finite) and covered by the guide (isolated
+    guide holes count as covered, as in ``upscale``)."""
     pixel_size: tuple[float, float] | None
     """(x, y) ground size in CRS units; None when the CRS is geographic (degrees)."""
+    guide_resampling: str = "none"
+    """How the guide was brought onto the reference's grid ("none", "average", "bilinear")."""
 
 
-def load_geotiff_pair(reference_path: str | Path, guide_path: str | Path) -> GeoPair:
-    """Read a reference DEM GeoTIFF and a guide GeoTIFF that share one pixel grid.
+def load_geotiff_pair(
+    reference_path: str | Path,
+    guide_path: str | Path,
+    *,
+    scale: int = 2,
+    band: int = 1,
+    guide_bands: Sequence[int] | None = None,
+) -> GeoPair:
+    """Read a reference raster (e.g. a DEM) and a guide, the guide brought onto the
+    reference's grid.
 
-    Both must have the same CRS, transform and size (resample the guide onto the DEM's grid
-    first, e.g. ``gdalwarp -tr``/``-te``): this is an evaluation, where any resampling done
-    here would be measured as error. Nodata (and NaN) in the reference, and pixels that are
-    nodata in any guide band, are excluded from the mask. The pixel size comes from the
-    transform, for the slope RMSE; a geographic CRS (degrees) gets none, because slopes from
-    degrees and metres mixed would be meaningless.
+    A guide on another grid or CRS is warped onto the reference's grid exactly as ``upscale``
+    warps it onto the output grid (averaged when finer, bilinear when coarser, one GDAL
+    ``WarpedVRT``); a pixel-only pair (no CRS) must have one size. Isolated guide holes
+    (nodata, alpha 0, NaN; see :func:`mmsr_geo.guide.guide_holes`, sized for ``scale``) are
+    filled and evaluated, larger gaps are left out of the mask, as is the reference's
+    nodata. The pixel size comes from the transform, for the slope RMSE; a geographic CRS
+    (degrees) or a rotated transform gets none.
     """
-    import rasterio
-    from rasterio.errors import RasterioIOError
+    from affine import Affine
+    from rasterio.windows import Window
+
+    from .grid import OutputGrid
+    from .guide import AlignedGuide, check_overlap, fill_guide, guide_holes, max_hole_pixels
+    from .raster_io import open_raster, read_band, select_band, select_guide_bands
 
     reference_path, guide_path = Path(reference_path), Path(guide_path)
     for p in (reference_path, guide_path):
         if not p.exists():
             raise InputError(f"{p}: no such file")
-    try:
-        with rasterio.open(reference_path) as src:
-            reference = src.read(1, masked=True)
-            ref_profile = (src.crs, src.transform, src.width, src.height)
-            crs = src.crs
-            transform = src.transform
-        with rasterio.open(guide_path) as src:
-            guide = src.read(masked=True)
-            guide_profile = (src.crs, src.transform, src.width, src.height)
-    except RasterioIOError as exc:
-        raise InputError(f"not a readable raster: {exc}") from None
-
-    if ref_profile[2:] != guide_profile[2:]:
-        raise InputError(
-            f"{guide_path.name} is {guide_profile[2]}x{guide_profile[3]} pixels but "
-            f"{reference_path.name} is {ref_profile[2]}x{ref_profile[3]}: evaluation needs the "
-            "guide on the reference's grid (resample it with gdalwarp first)"
+    with open_raster(reference_path, "reference") as src, open_raster(guide_path, "guide") as gds:
+        band = select_band(src, band, "reference")
+        bands = select_guide_bands(gds, guide_bands)
+        georeferenced = src.crs is not None and not src.transform.is_identity
+        grid = OutputGrid(
+            scale=1,
+            crs=src.crs if georeferenced else None,
+            lr_transform=src.transform if georeferenced else Affine.identity(),
+            lr_width=src.width,
+            lr_height=src.height,
+            georeferenced=georeferenced,
         )
-    if ref_profile[0] != guide_profile[0]:
-        raise InputError(
-            f"{guide_path.name} ({guide_profile[0]}) and {reference_path.name} "
-            f"({ref_profile[0]}) have different CRSs: reproject the guide onto the reference grid"
-        )
-    if not ref_profile[1].almost_equals(guide_profile[1]):
-        raise InputError(
-            f"{guide_path.name} and {reference_path.name} have different geotransforms "
-            "(origin or pixel size): resample the guide onto the reference grid"
-        )
-
-    ref_values = np.ma.filled(reference.astype(np.float64), np.nan)
-    mask = ~np.ma.getmaskarray(reference) & np.isfinite(ref_values)
-    guide_values = guide.astype(np.float64)
-    guide_bad = np.ma.getmaskarray(guide_values) | ~np.isfinite(np.ma.getdata(guide_values))
-    mask &= ~guide_bad.any(axis=0)
-    filled = np.empty(guide_values.shape, dtype=np.float32)
-    for band in range(guide_values.shape[0]):
-        data = np.ma.getdata(guide_values[band])
-        good = ~guide_bad[band]
-        if not good.any():
-            raise InputError(f"{guide_path.name}: band {band + 1} is entirely nodata")
-        filled[band] = np.where(good, data, data[good].mean())
+        check_overlap(gds, grid)
+        window = Window(0, 0, src.width, src.height)
+        values, valid = read_band(src, band, window)
+        with AlignedGuide(gds, bands, grid) as aligned:
+            guide, guide_valid = aligned.read(window)
+            resampling = "none" if aligned.mode != "warped" else aligned.resampling.name
+        crs, transform = src.crs, src.transform
+    if not guide_valid.any():
+        raise InputError(f"{guide_path.name} has no valid pixel over {reference_path.name}")
+    usable = guide_valid | guide_holes(guide_valid, max_hole_pixels(scale))
 
     pixel_size: tuple[float, float] | None = (abs(transform.a), abs(transform.e))
     if crs is not None and crs.is_geographic:
@@ -549,10 +550,11 @@ def load_geotiff_pair(reference_path: str | Path, guide_path: str | Path) -> Geo
         pixel_size = None
     return GeoPair(
         name=reference_path.stem,
-        reference=ref_values,
-        guide=filled,
-        mask=mask,
+        reference=np.where(valid, values, np.nan),
+        guide=fill_guide(guide, guide_valid),
+        mask=valid & usable,
         pixel_size=pixel_size,
+        guide_resampling=resampling,
     )
 
 

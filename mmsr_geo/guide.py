@@ -199,6 +199,7 @@ class AlignedGuide:
             height=self.grid.height,
             resampling=self.resampling,
             add_alpha=self.dataset.nodata is None,
+            dtype="float32",  # averaged 8-bit values keep their fractions
         )
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.enums import Resampling
+from rasterio._err import CPLE_BaseError  # GDAL's own errors; rasterio exports no alias
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetWriter
 
@@ -100,6 +101,9 @@ def output_profile(
         "nodata": nodata,
         **{k.lower(): v for k, v in options.items()},
     }
+    for key in ("blockxsize", "blockysize"):  # numbers, so rasterio checks them (16 multiples)
+        if str(profile.get(key, "")).isdigit():
+            profile[key] = int(profile[key])
     if grid.has_transform:
         profile["transform"] = grid.transform
     if grid.crs is not None:
@@ -191,6 +195,9 @@ def validate_profile(profile: Mapping[str, Any], cog_options: Mapping[str, str] 
     ignored: list[str] = []
     handler = _Collect(ignored)
     gdal_log = logging.getLogger("rasterio._env")
+    level, propagate = gdal_log.level, gdal_log.propagate
+    gdal_log.setLevel(logging.WARNING)  # whatever the application set, we need to see these
+    gdal_log.propagate = False  # ... and to say it once, as an error
     gdal_log.addHandler(handler)
     name = f"/vsimem/mmsr-check-{uuid.uuid4().hex}.tif"
     cog_name = name.replace(".tif", ".cog.tif")
@@ -199,12 +206,15 @@ def validate_profile(profile: Mapping[str, Any], cog_options: Mapping[str, str] 
             pass
         if cog_options is not None:
             rasterio.shutil.copy(name, cog_name, driver="COG", **dict(cog_options))
-    except (RasterioError, ValueError) as exc:
-        raise InputError(f"the output cannot be created with these options: {exc}") from None
+    except (RasterioError, CPLE_BaseError, ValueError) as exc:
+        message = " ".join(str(exc).split()).replace(name, "the output")
+        raise InputError(f"the output cannot be created with these options: {message}") from None
     finally:
         gdal_log.removeHandler(handler)
+        gdal_log.setLevel(level)
+        gdal_log.propagate = propagate
         for path in (name, cog_name):
-            with contextlib.suppress(RasterioError):
+            with contextlib.suppress(RasterioError, CPLE_BaseError):
                 rasterio.shutil.delete(path)
     if ignored:
         raise InputError(f"GDAL would ignore a creation option: {ignored[0]}")

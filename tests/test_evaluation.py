@@ -285,16 +285,25 @@ def test_load_geotiff_pair_mask_and_pixel_size(tmp_path: Path) -> None:
     assert not pair.mask[:6, :6].any() and pair.mask[6:, :].all() and pair.mask[:, 6:].all()
     np.testing.assert_array_equal(pair.reference[pair.mask], dem[pair.mask])
 
+    assert pair.guide_resampling == "none"
+    # a guide on another grid is warped onto the reference's, as upscale does
+    yy, xx = np.mgrid[0:64, 0:64]
+    fine = np.stack([xx, yy, xx + yy]).astype(np.uint8)
+    finer = _write_tif(tmp_path / "finer.tif", fine, pixel=1.0)
+    warped = load_geotiff_pair(reference, finer)
+    assert warped.guide_resampling == "average" and warped.guide.shape == (3, 32, 32)
+    np.testing.assert_allclose(warped.guide[0, 5, :4], [0.5, 2.5, 4.5, 6.5])
     shifted = _write_tif(
         tmp_path / "shifted.tif",
         np.zeros((3, 32, 32), np.uint8),
         transform=Affine(2.0, 0, 356_001.0, 0, -2.0, 5_700_000.0),
     )
-    with pytest.raises(InputError, match="geotransform"):
-        load_geotiff_pair(reference, shifted)
-    finer = _write_tif(tmp_path / "finer.tif", np.zeros((3, 64, 64), np.uint8), pixel=1.0)
-    with pytest.raises(InputError, match="grid"):
-        load_geotiff_pair(reference, finer)
+    assert load_geotiff_pair(reference, shifted).guide_resampling == "bilinear"
+    far = _write_tif(
+        tmp_path / "far.tif", fine, transform=Affine(1.0, 0, 0.0, 0, -1.0, 0.0)
+    )
+    with pytest.raises(InputError, match="does not overlap"):
+        load_geotiff_pair(reference, far)
     with pytest.raises(InputError, match="no such file"):
         load_geotiff_pair(tmp_path / "missing.tif", guide)
 
