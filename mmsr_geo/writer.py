@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.enums import Resampling
 from rasterio._err import CPLE_BaseError  # GDAL's own errors; rasterio exports no alias
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetWriter
 
