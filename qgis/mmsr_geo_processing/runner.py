@@ -66,7 +66,7 @@ def run(argv: Sequence[str], feedback: Any, env: Mapping[str, str] | None = None
         errors="replace",
         bufsize=1,
         start_new_session=True,
-        env=dict(tool_environment(os.environ) if env is None else env),
+        env=tool_environment(os.environ) if env is None else dict(env),
     ) as process:
         events = _follow(process, feedback)
     if process.returncode != 0:
