@@ -3,7 +3,8 @@
 Errors the user can act on (:class:`~mmsr_geo.errors.MmsrGeoError`, GDAL's I/O errors, a full
 disk or a permission denied) are one line on stderr and exit status 1; usage errors exit 2 (as
 Click does); anything else is a bug and says so: "internal error", exit status 70
-(``EX_SOFTWARE``), the traceback with ``--debug``. Ctrl-C exits with 130.
+(``EX_SOFTWARE``), the traceback with ``--debug``. Ctrl-C exits with 130, SIGTERM with 143,
+both after removing temporaries (checkpoints stay for the rerun).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +27,15 @@ from mmsr_geo.errors import MmsrGeoError
 from mmsr_geo.progress import BarProgress, JsonProgress, Progress
 
 INTERNAL_ERROR = 70
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a scheduler's time limit, QGIS's cancel), turned into an exception
+    so that temporaries are removed and checkpoints kept, as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class UserError(click.ClickException):
@@ -106,6 +118,8 @@ def reporting_command(func: Callable[..., Any]) -> Callable[..., Any]:
         as_json = progress_mode == "json"
         _configure_logging(quiet, verbose, as_json)
         progress = make_progress(progress_mode, quiet)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return func(*args, quiet=quiet, progress=progress, **kwargs)
         except click.exceptions.Exit:
@@ -116,6 +130,10 @@ def reporting_command(func: Callable[..., Any]) -> Callable[..., Any]:
             progress.close()
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except Terminated:
+            progress.close()
+            click.echo("Terminated.", err=True)
+            sys.exit(128 + signal.SIGTERM)
         except (MmsrGeoError, RasterioError, CPLE_BaseError, OSError) as exc:
             if debug:
                 raise
@@ -129,8 +147,9 @@ def reporting_command(func: Callable[..., Any]) -> Callable[..., Any]:
             )
         finally:
             progress.close()
-        if as_json:
+        if as_json:  # the error as a JSON line, and nothing else on stderr
             progress.event("error", message=error.message, exit_code=error.exit_code)
+            raise click.exceptions.Exit(error.exit_code)
         raise error
 
     return wrapper

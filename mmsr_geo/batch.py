@@ -467,13 +467,14 @@ def _run_pair(
             **options,
         )
         with prepare(request) as run:
-            state, detail = output_state(run)
+            state, detail, facts = output_state(run)
             if state == "done" and not overwrite:
                 record.status = "skipped"
-                _fill_from_tags(record, detail)
+                _fill_from_tags(record, facts)
             elif state == "other" and not overwrite:
                 record.status = "outdated"
                 record.error = detail
+                _fill_from_tags(record, facts)
             elif state == "foreign" and not overwrite:
                 raise OutputExistsError(detail)
             else:
@@ -495,12 +496,13 @@ def _run_pair(
     return record
 
 
-def output_state(run: PreparedRun) -> tuple[str, Any]:
-    """What is at a prepared run's output: ("absent", None), ("done", run facts) when its
-    tags record this very request, ("other", what differs) when they record another, or
-    ("foreign", message) for a file mmsr-geo did not make (or cannot read)."""
+def output_state(run: PreparedRun) -> tuple[str, str, dict[str, Any]]:
+    """What is at a prepared run's output, as (state, message, facts the output records):
+    "absent"; "done" when its tags record this very request; "other" when they record
+    another (the message says what differs); "foreign" for a file mmsr-geo did not make or
+    cannot read."""
     if not run.output.exists():
-        return "absent", None
+        return "absent", "", {}
     try:
         recorded, facts = read_provenance(run.output)
     except rasterio.errors.RasterioError:
@@ -508,15 +510,15 @@ def output_state(run: PreparedRun) -> tuple[str, Any]:
     if recorded is None:
         return "foreign", (
             f"{run.output} exists and was not made by mmsr-geo: use --overwrite to replace it"
-        )
+        ), {}
     settings = run.settings
     if recorded.get("output_key") == settings.output_key():
-        return "done", facts or {}
+        return "done", "", facts or {}
     changes = describe_changes(recorded, settings.output_fields())
     return "other", (
         f"{run.output.name} exists, made with other settings ({changes}): kept; "
         "use --overwrite to redo it"
-    )
+    ), facts or {}
 
 
 def _fill_from_tags(record: PairRecord, facts: Mapping[str, Any]) -> None:

@@ -80,6 +80,11 @@ def test_dask_executor_gives_the_serial_outputs(cluster, pairs, serial_outputs, 
     )
     assert [(r.status, r.tiles_fitted) for r in report.records] == [("ok", 4)] * 2
     assert_same_outputs(serial_outputs, tmp_path)
+    again = run_batch(
+        pairs, tmp_path, scale=2, config=CONFIG, executor=DaskExecutor(client), **OPTIONS
+    )
+    assert [r.status for r in again.records] == ["skipped"] * 2, "reruns skip finished outputs"
+    assert again.records[0].device == "cpu" and again.records[0].cycle_rmse is not None
 
 
 def test_cli_on_a_scheduler_address_gives_the_serial_outputs(
@@ -92,6 +97,10 @@ def test_cli_on_a_scheduler_address_gives_the_serial_outputs(
     )
     assert done.returncode == 0, done.stderr
     assert_same_outputs(serial_outputs, tmp_path)
+    again = run_cli(
+        "batch", *sources, "-o", str(tmp_path), *FAST, "--scheduler", local.scheduler_address
+    )
+    assert again.returncode == 0 and "0 done, 2 skipped" in again.stderr, again.stderr
 
 
 def test_local_processes_give_the_serial_outputs(pairs, serial_outputs, tmp_path):
@@ -99,6 +108,9 @@ def test_local_processes_give_the_serial_outputs(pairs, serial_outputs, tmp_path
         report = run_batch(pairs, tmp_path, scale=2, config=CONFIG, executor=executor, **OPTIONS)
     assert [r.status for r in report.records] == ["ok"] * 2, [r.error for r in report.records]
     assert_same_outputs(serial_outputs, tmp_path)
+    sources = [str(p.source) for p in pairs]
+    again = run_cli("batch", *sources, "-o", str(tmp_path), *FAST, "--workers", "2")
+    assert again.returncode == 0 and "0 done, 2 skipped" in again.stderr, again.stderr
 
 
 def _free_gpus_while_running(_: int) -> float:

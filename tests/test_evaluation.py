@@ -390,9 +390,9 @@ def test_evaluate_bad_input_is_one_line(tmp_path: Path) -> None:
     line = _one_line_error(runner.invoke(evaluate, [str(tmp_path / "empty")]))
     assert "guide/" in line and "target/" in line
     reference, _, _ = geotiff_pair(tmp_path)
-    finer = _write_tif(tmp_path / "finer.tif", np.zeros((3, 64, 64), np.uint8), pixel=1.0)
-    line = _one_line_error(runner.invoke(evaluate, [str(reference), "--guide", str(finer)]))
-    assert "grid" in line
+    flat = _write_tif(tmp_path / "flat.tif", np.zeros((3, 64, 64), np.uint8), pixel=1.0)
+    line = _one_line_error(runner.invoke(evaluate, [str(reference), "--guide", str(flat)]))
+    assert "guide is constant" in line
     usage = runner.invoke(evaluate, [str(reference)])  # GeoTIFF without --guide
     assert usage.exit_code == 2 and "--guide" in usage.output
 
