@@ -136,6 +136,7 @@ def batch(
     features: int,
     seed: int,
     device: str,
+    precision: str,
     tile_size: int | None,
     overlap: int | None,
     aoi: str | None,
@@ -146,6 +147,7 @@ def batch(
     record_paths: bool,
     overwrite: bool,
     threads: int | None,
+    batch_tiles: int | None,
     workers: int,
     scheduler: str | None,
     scheduler_file: Path | None,
@@ -169,7 +171,7 @@ def batch(
         pairs = pairs_from_manifest(manifest)
     else:
         pairs = pairs_from_glob(sources, GuideRule.parse(guide_pattern, guide_dir))
-    config = fit_config(preset, iterations, features, seed, device)
+    config = fit_config(preset, iterations, features, seed, device, precision)
     gpu = gpu_per_task or device.startswith("cuda")
     lines = not quiet and not isinstance(progress, JsonProgress)
     with executor_from_options(
@@ -196,6 +198,7 @@ def batch(
             creation_options=dict(creation_options),
             cog=cog,
             record_paths=record_paths,
+            batch_tiles=batch_tiles,
         )
     report_file = report or output_dir / REPORT_NAME
     if lines:

@@ -21,7 +21,7 @@ from mmsr_geo.evaluation import (
     middlebury_names,
     summarise,
 )
-from mmsr_geo.fit import FitConfig
+from mmsr_geo.fit import PRECISIONS, FitConfig
 from mmsr_geo.presets import PRESETS
 from mmsr_geo.progress import Progress
 
@@ -126,6 +126,13 @@ def format_table(scores: list[PairScores], mean: PairScores) -> str:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the fit.")
 @click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="fp32, tf32, bf16 or auto (tf32 on CUDA, fp32 on the CPU): see 'upscale --help'.",
+)
+@click.option(
     "--limit",
     type=click.IntRange(min=1),
     default=None,
@@ -151,6 +158,7 @@ def evaluate(
     preset: str | None,
     device: str,
     seed: int,
+    precision: str,
     limit: int | None,
     names: str | None,
     as_json: bool,
@@ -204,7 +212,9 @@ def evaluate(
         n_images = 1
         pairs = iter([(pair.name, pair.reference, pair.guide, pair.mask, pair.pixel_size)])
 
-    config = FitConfig.from_preset(preset, iterations=iterations, seed=seed, device=device)
+    config = FitConfig.from_preset(
+        preset, iterations=iterations, seed=seed, device=device, precision=precision
+    )
 
     scores: list[PairScores] = []
     progress.begin(
@@ -242,6 +252,7 @@ def evaluate(
             "s2g_kernel": config.s2g_kernel,
             "g2s_kernel": config.g2s_kernel,
             "seed": seed,
+            "precision": precision,
             "device": mean.device,
             "images": [s.as_dict() for s in scores],
             "mean": mean.as_dict(),

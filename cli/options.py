@@ -9,11 +9,11 @@ from typing import Any
 
 import click
 
-from mmsr_geo.fit import FitConfig
+from mmsr_geo.fit import PRECISIONS, FitConfig
 from mmsr_geo.presets import PRESETS
 from mmsr_geo.writer import DTYPES
 
-from .params import BAND_LIST, CREATION_OPTION, DEVICE, SCALE
+from .params import BAND_LIST, BATCH_TILES, CREATION_OPTION, DEVICE, SCALE
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -71,6 +71,15 @@ fit_options = _group(
         default="auto",
         show_default=True,
         help="auto (first GPU if any, else CPU), cpu, cuda or cuda:N.",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(PRECISIONS),
+        default="auto",
+        show_default=True,
+        help="fp32; tf32 (TensorFloat-32 convolutions on GPUs that have them); bf16 "
+        "(bfloat16 autocast, float32 weights and loss); auto: tf32 on CUDA, fp32 on the CPU. "
+        "BENCHMARKS.md gives the RMSE each costs.",
     ),
 )
 
@@ -144,6 +153,14 @@ threads_option = click.option(
 executor_options = _group(
     threads_option,
     click.option(
+        "--batch-tiles",
+        type=BATCH_TILES,
+        default="auto",
+        show_default=True,
+        help="Tiles optimised together in one batched step (each keeps its own network): "
+        "1 on the CPU, from the free memory on a GPU (halved automatically if it runs out).",
+    ),
+    click.option(
         "--workers",
         type=click.IntRange(min=1),
         default=1,
@@ -169,8 +186,15 @@ executor_options = _group(
 )
 
 
-def fit_config(preset: str, iterations: int, features: int, seed: int, device: str) -> FitConfig:
+def fit_config(
+    preset: str, iterations: int, features: int, seed: int, device: str, precision: str
+) -> FitConfig:
     """The :class:`FitConfig` that ``fit_options`` describe."""
     return FitConfig.from_preset(
-        preset, iterations=iterations, features=features, seed=seed, device=device
+        preset,
+        iterations=iterations,
+        features=features,
+        seed=seed,
+        device=device,
+        precision=precision,
     )

@@ -78,7 +78,27 @@ class DeviceType(click.ParamType):
         return text
 
 
+class BatchTilesType(click.ParamType):
+    """``auto`` or a number of tiles >= 1 fitted together."""
+
+    name = "N|auto"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | None:
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return None
+        try:
+            tiles = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither 'auto' nor a number of tiles", param, ctx)
+        if tiles < 1:
+            self.fail(f"batch size must be at least 1, got {tiles}", param, ctx)
+        return tiles
+
+
 SCALE = ScaleType()
+BATCH_TILES = BatchTilesType()
 BAND_LIST = BandListType()
 CREATION_OPTION = CreationOptionType()
 DEVICE = DeviceType()

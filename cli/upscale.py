@@ -81,6 +81,7 @@ def upscale(
     features: int,
     seed: int,
     device: str,
+    precision: str,
     tile_size: int | None,
     overlap: int | None,
     aoi: str | None,
@@ -92,6 +93,7 @@ def upscale(
     overwrite: bool,
     preview: Path | None,
     threads: int | None,
+    batch_tiles: int | None,
     workers: int,
     scheduler: str | None,
     scheduler_file: Path | None,
@@ -109,7 +111,7 @@ def upscale(
     or Ctrl-C to resume. The output is written under a temporary name and put in place when
     complete; an existing file is only replaced with --overwrite.
     """
-    config = fit_config(preset, iterations, features, seed, device)
+    config = fit_config(preset, iterations, features, seed, device, precision)
     pipeline_log = logging.getLogger("mmsr_geo.pipeline")
     if not quiet and pipeline_log.getEffectiveLevel() > logging.INFO:
         pipeline_log.setLevel(logging.INFO)  # the tile count and device are always worth seeing
@@ -131,6 +133,7 @@ def upscale(
         overwrite=overwrite,
         preview=preview,
         record_paths=record_paths,
+        batch_tiles=batch_tiles,
     )
     with prepare(request) as run:
         check_output_free(run)

@@ -87,3 +87,18 @@ def blend_block(
     valid = weight_sum > 0
     values = np.divide(total, weight_sum, out=np.zeros_like(total), where=valid)
     return values, valid
+
+
+def blend_windows(
+    shape: tuple[int, int],
+    parts: Iterable[tuple[tuple[int, int], np.ndarray]],
+    ramp: int,
+) -> np.ndarray:
+    """Blend predictions placed at (row, col) origins into one (H, W) float32 array, NaN where
+    none has a value: the parts of a tile that had to be split to fit the device."""
+    block = Window(0, 0, shape[1], shape[0])
+    contributions = [
+        (Window(col, row, part.shape[1], part.shape[0]), part) for (row, col), part in parts
+    ]
+    values, valid = blend_block(block, contributions, ramp)
+    return np.where(valid, values, np.nan).astype(np.float32)

@@ -1,6 +1,7 @@
 """Per-tile checkpoints in a work folder beside the output, for crash-safe resume.
 
-Each finished tile is one ``tile_<index>.npz`` (prediction, cycle RMSE, seconds, device),
+Each finished tile is one ``tile_<index>.npz`` (prediction, cycle RMSE, seconds, device,
+precision, iterations),
 written to a temporary name and renamed, so a kill at any moment leaves either a complete
 checkpoint or none. ``manifest.json`` holds the run's result key
 (:meth:`mmsr_geo.settings.RunSettings.result_key`): checkpoints made with other settings are
@@ -94,6 +95,8 @@ class TileCheckpoints:
                 cycle_rmse=np.float64(result.cycle_rmse),
                 seconds=np.float64(result.seconds),
                 device=np.str_(result.device),
+                precision=np.str_(result.precision),
+                iterations=np.int64(result.iterations),
             )
 
     def load(self, index: int) -> tuple[np.ndarray, TileFacts]:
@@ -102,7 +105,9 @@ class TileCheckpoints:
             facts = TileFacts(
                 cycle_rmse=float(data["cycle_rmse"]),
                 seconds=float(data["seconds"]),
-                device=str(data["device"]) if "device" in data else "",
+                device=str(data["device"]),
+                precision=str(data["precision"]),
+                iterations=int(data["iterations"]),
             )
             return data["prediction"], facts
 
@@ -119,3 +124,5 @@ class TileFacts:
     cycle_rmse: float
     seconds: float
     device: str
+    precision: str
+    iterations: int

@@ -3,12 +3,20 @@
 There is no training data: the network's HR prediction, average-pooled by the scale, is pulled
 towards the LR source with an L1 cycle-consistency loss (paper eq. 5), with Adam at lr 0.002
 decayed x0.9998 every 5 iterations and weight decay 5e-4 on the guide branch (section 4.1).
+
+:func:`fit_many` optimises one independent network per pair in a single batched step (grouped
+convolutions, :class:`~mmsr_geo.model.GroupedConv2d`): Adam is elementwise, so one Adam over
+the stacked parameters with the pairs' losses *summed* makes the same updates as one Adam per
+pair, and each result equals what :func:`fit` gives for that pair and seed (to float
+round-off: a grouped convolution sums in its own order). On a GPU this is what fills the
+device: one 320 x 320 tile is far too little work for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +32,13 @@ from .presets import preset_kernels
 
 ProgressCallback = Callable[[int, int, float], None]
 """Called after every iteration with (iterations done, iterations in all, loss)."""
+
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+"""fp32: full float32 everywhere; tf32: float32 with TensorFloat-32 convolutions and matrix
+products on GPUs that have them (the default on CUDA); bf16: bfloat16 autocast for the
+convolutions and filters, float32 master weights, optimiser and loss; auto: tf32 on CUDA,
+fp32 elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,7 @@ class FitConfig:
     guide_weight_decay: float = 5e-4
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
 
     @classmethod
     def from_preset(cls, preset: str, **settings: Any) -> FitConfig:
@@ -61,6 +77,43 @@ class FitConfig:
                 raise InputError(f"{name} must be a positive odd integer, got {k}")
         if self.features < 1:
             raise InputError(f"features must be >= 1, got {self.features}")
+        if self.precision not in PRECISIONS:
+            raise InputError(
+                f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}"
+            )
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a fit on ``device`` runs in ("auto": tf32 on CUDA, fp32 elsewhere; tf32
+    means fp32 off CUDA, where there is no TensorFloat-32)."""
+    if precision == "auto":
+        return "tf32" if device.type == "cuda" else "fp32"
+    if precision == "tf32" and device.type != "cuda":
+        return "fp32"
+    return precision
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str, device: torch.device) -> Iterator[None]:
+    """Set torch's TensorFloat-32 switches for a resolved ``precision`` while a fit runs, and
+    restore them (cuDNN allows TF32 by default: "fp32" must switch it off)."""
+    if device.type != "cuda":
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = (
+        precision == "tf32"
+    )
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -74,7 +127,12 @@ class FitResult:
     final_loss: float
     """Last L1 cycle loss, in normalised units."""
     seconds: float
+    """Wall time of the fit (of the whole batch, for :func:`fit_many`)."""
     device: str
+    precision: str = "fp32"
+    """The precision it ran in (resolved: fp32, tf32 or bf16)."""
+    iterations: int = 0
+    """Iterations it ran."""
 
 
 def make_optimiser(
@@ -105,15 +163,19 @@ def training_step(
     weight: torch.Tensor,
     n_valid: torch.Tensor,
     scale: int,
-) -> float:
-    """One iteration: masked L1 between the average-pooled prediction and the LR source."""
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """One iteration: masked L1 between the average-pooled prediction and the LR source, per
+    pair (``n_valid`` holds each pair's valid pixel count); the pairs' losses are summed for
+    the gradient. Returns the mean loss as a 0-d tensor (reading it waits for the device)."""
     optimiser.zero_grad(set_to_none=True)
-    prediction = model(source_lr, guide)
-    cycle = F.avg_pool2d(prediction, scale)
-    loss = ((cycle - source_lr).abs() * weight).sum() / n_valid
-    loss.backward()
+    with _autocast(precision, source_lr.device):
+        prediction = model(source_lr, guide)
+    cycle = F.avg_pool2d(prediction.float(), scale)
+    per_pair = ((cycle - source_lr).abs() * weight).sum(dim=(1, 2, 3)) / n_valid
+    per_pair.sum().backward()
     optimiser.step()
-    return float(loss.detach())
+    return per_pair.detach().mean()
 
 
 def _check_inputs(
@@ -152,6 +214,146 @@ def _check_inputs(
     return source.astype(np.float64), guide.astype(np.float32), valid
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """One pair, checked and z-scored, as float32 arrays ready for the device."""
+
+    source: np.ndarray
+    valid: np.ndarray
+    stats: Normalisation
+    lr: np.ndarray
+    guide: np.ndarray
+
+
+def _normalised(
+    source: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    mask: np.ndarray | None,
+    stats: Normalisation | None,
+) -> _Pair:
+    source, guide, valid = _check_inputs(source, guide, scale, mask)
+    if stats is None:
+        stats = normalisation_stats(source, guide, valid)
+    elif len(stats.guide_mean) != guide.shape[0]:
+        raise InputError(
+            f"stats describe {len(stats.guide_mean)} guide bands, the guide has {guide.shape[0]}"
+        )
+    lr = (fill_invalid(source, valid) - stats.source_mean) / stats.source_std
+    mean = stats.guide_mean_array()[:, None, None]
+    std = stats.guide_std_array()[:, None, None]
+    guide_z = ((guide - mean) / std).astype(np.float32)
+    return _Pair(source, valid, stats, lr.astype(np.float32), guide_z)
+
+
+def _network(config: FitConfig, guide_channels: int, seed: int) -> MMSRNet:
+    """A fresh network, initialised from ``seed`` without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MMSRNet(
+            guide_channels=guide_channels,
+            s2g_kernel=config.s2g_kernel,
+            g2s_kernel=config.g2s_kernel,
+            features=config.features,
+        )
+
+
+def fit_many(
+    sources: Sequence[np.ndarray],
+    guides: Sequence[np.ndarray],
+    scale: int,
+    config: FitConfig | None = None,
+    *,
+    masks: Sequence[np.ndarray | None] | None = None,
+    stats: Sequence[Normalisation | None] | None = None,
+    seeds: Sequence[int] | None = None,
+    progress: ProgressCallback | None = None,
+) -> list[FitResult]:
+    """Optimise one fresh network per (source, guide) pair, all pairs in one batched step.
+
+    Every pair must have the same shapes (tiles of one size). Result i equals
+    ``fit(sources[i], guides[i], scale, replace(config, seed=seeds[i]), mask=masks[i],
+    stats=stats[i])`` up to float round-off (see the module docstring).
+
+    Args:
+        sources, guides: (h, w) LR sources and (C, H, W) HR guides, H = scale*h, W = scale*w.
+        scale, config: as for :func:`fit`.
+        masks, stats: one per pair (None entries: all valid / the pair's own statistics).
+        seeds: one per pair; default ``config.seed`` for all.
+        progress: called after every iteration with (done, total, mean loss over the pairs);
+            the loss is read from the device every 10 iterations and at the end.
+    """
+    config = config or FitConfig()
+    n = len(sources)
+    if n == 0 or len(guides) != n:
+        raise InputError(
+            f"fit_many needs as many guides as sources (>= 1), got {n} and {len(guides)}"
+        )
+    masks = list(masks) if masks is not None else [None] * n
+    stats = list(stats) if stats is not None else [None] * n
+    seeds = list(seeds) if seeds is not None else [config.seed] * n
+    if not len(masks) == len(stats) == len(seeds) == n:
+        raise InputError("masks, stats and seeds need one entry per pair")
+    pairs = [
+        _normalised(s, g, scale, m, st)
+        for s, g, m, st in zip(sources, guides, masks, stats, strict=True)
+    ]
+    shapes = {(p.lr.shape, p.guide.shape) for p in pairs}
+    if len(shapes) != 1:
+        raise InputError(f"fit_many needs pairs of one shape, got {sorted(shapes)}")
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    started = time.perf_counter()
+
+    layout = torch.channels_last if n == 1 else torch.contiguous_format
+    lr = torch.from_numpy(np.stack([p.lr for p in pairs])[:, None]).to(device)
+    guide = torch.from_numpy(np.stack([p.guide for p in pairs])).to(device)
+    guide = guide.contiguous(memory_format=layout)
+    weight = torch.from_numpy(np.stack([p.valid for p in pairs])[:, None].astype(np.float32))
+    weight = weight.to(device)
+    n_valid = weight.sum(dim=(1, 2, 3))
+
+    networks = [_network(config, guide.shape[1], seed) for seed in seeds]
+    model = networks[0] if n == 1 else MMSRNet.stacked(networks)
+    model = model.to(device=device, memory_format=layout)
+    optimiser, schedule = make_optimiser(model, config)
+
+    loss_value = float("nan")
+    with precision_mode(precision, device):
+        for iteration in range(config.iterations):
+            loss = training_step(model, optimiser, lr, guide, weight, n_valid, scale, precision)
+            schedule.step()
+            done = iteration + 1
+            if progress is not None or done == config.iterations:
+                if done % 10 == 0 or done == config.iterations or done == 1:
+                    loss_value = float(loss)
+                if progress is not None:
+                    progress(done, config.iterations, loss_value)
+        with torch.no_grad(), _autocast(precision, device):
+            prediction = model(lr, guide).float()
+        cycle = F.avg_pool2d(prediction, scale)
+    seconds = time.perf_counter() - started
+    predictions = prediction[:, 0].cpu().numpy().astype(np.float64)
+    pooled = cycle[:, 0].cpu().numpy().astype(np.float64)
+    results = []
+    for i, pair in enumerate(pairs):
+        hr = predictions[i] * pair.stats.source_std + pair.stats.source_mean
+        back = pooled[i] * pair.stats.source_std + pair.stats.source_mean
+        errors = back[pair.valid] - pair.source[pair.valid]
+        results.append(
+            FitResult(
+                prediction=hr.astype(np.float32),
+                cycle_rmse=float(np.sqrt(np.mean(errors**2))),
+                final_loss=loss_value,
+                seconds=seconds,
+                device=str(device),
+                precision=precision,
+                iterations=config.iterations,
+            )
+        )
+    return results
+
+
 def fit(
     source: np.ndarray,
     guide: np.ndarray,
@@ -168,7 +370,7 @@ def fit(
         source: (h, w) LR source (DEM, depth, thermal ...), any real dtype.
         guide: (C, H, W) HR guide with H = scale*h, W = scale*w.
         scale: integer factor >= 2.
-        config: iterations, kernels, optimiser settings, seed and device.
+        config: iterations, kernels, optimiser settings, seed, device and precision.
         mask: (h, w) bool, True where the source is valid. Invalid pixels are left out of the
             loss and filled (inverse-distance, GDAL's fillnodata) before entering the network.
         stats: z-score statistics to use instead of this pair's own (tiles of one raster
@@ -176,62 +378,16 @@ def fit(
         progress: called after every iteration with (done, total, loss).
     """
     config = config or FitConfig()
-    source, guide, valid = _check_inputs(source, guide, scale, mask)
-    if stats is None:
-        stats = normalisation_stats(source, guide, valid)
-    elif len(stats.guide_mean) != guide.shape[0]:
-        raise InputError(
-            f"stats describe {len(stats.guide_mean)} guide bands, the guide has {guide.shape[0]}"
-        )
-    device = resolve_device(config.device)
-    started = time.perf_counter()
-
-    source_z = (fill_invalid(source, valid) - stats.source_mean) / stats.source_std
-    guide_z = (guide - stats.guide_mean_array()[:, None, None]) / stats.guide_std_array()[
-        :, None, None
-    ]
-    lr = torch.from_numpy(source_z.astype(np.float32))[None, None].to(device)
-    hr_guide = (
-        torch.from_numpy(guide_z.astype(np.float32))[None]
-        .to(device)
-        .contiguous(memory_format=torch.channels_last)
-    )
-    weight = torch.from_numpy(valid.astype(np.float32))[None, None].to(device)
-    n_valid = weight.sum()
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(config.seed)
-        model = MMSRNet(
-            guide_channels=guide.shape[0],
-            s2g_kernel=config.s2g_kernel,
-            g2s_kernel=config.g2s_kernel,
-            features=config.features,
-        )
-    model = model.to(device=device, memory_format=torch.channels_last)
-    optimiser, schedule = make_optimiser(model, config)
-
-    loss_value = float("nan")
-    for iteration in range(config.iterations):
-        loss_value = training_step(model, optimiser, lr, hr_guide, weight, n_valid, scale)
-        schedule.step()
-        if progress is not None:
-            progress(iteration + 1, config.iterations, loss_value)
-
-    with torch.no_grad():
-        prediction = model(lr, hr_guide)
-        cycle = F.avg_pool2d(prediction, scale)
-    hr = prediction[0, 0].float().cpu().numpy().astype(np.float64)
-    hr = hr * stats.source_std + stats.source_mean
-    pooled = cycle[0, 0].float().cpu().numpy().astype(np.float64)
-    pooled = pooled * stats.source_std + stats.source_mean
-    cycle_rmse = float(np.sqrt(np.mean((pooled[valid] - source[valid]) ** 2)))
-    return FitResult(
-        prediction=hr.astype(np.float32),
-        cycle_rmse=cycle_rmse,
-        final_loss=loss_value,
-        seconds=time.perf_counter() - started,
-        device=str(device),
-    )
+    return fit_many(
+        [source],
+        [guide],
+        scale,
+        config,
+        masks=[mask],
+        stats=[stats],
+        seeds=[config.seed],
+        progress=progress,
+    )[0]
 
 
 def super_resolve(

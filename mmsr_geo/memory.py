@@ -52,6 +52,25 @@ def tile_bytes(hr_height: int, hr_width: int, features: int = 64, tiles: int = 1
     return int(per_pixel * hr_height * hr_width * tiles)
 
 
+MAX_BATCH_TILES = 64
+
+
+def default_batch_tiles(
+    device: str, hr_height: int, hr_width: int, features: int, precision: str
+) -> int:
+    """Tiles fitted in one batch when ``--batch-tiles auto``: 1 on the CPU (batching gains
+    nothing there, see BENCHMARKS.md); on a CUDA device as many as 80% of its free memory
+    holds by :func:`tile_bytes` (halved activations for bf16), at most 64. The out-of-memory
+    handling of :func:`mmsr_geo.jobs.fit_tiles` covers an estimate that is too high."""
+    if not device.startswith("cuda"):
+        return 1
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    per_tile = tile_bytes(hr_height, hr_width, features) // (2 if precision == "bf16" else 1)
+    return max(1, min(MAX_BATCH_TILES, int(free * 0.8) // max(per_tile, 1)))
+
+
 def _cgroup_room() -> int | None:
     """Bytes left under a cgroup v2 memory limit (containers, SLURM jobs), if there is one."""
     base = Path("/sys/fs/cgroup")

@@ -8,39 +8,82 @@ feature maps into the HR source.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .ops import cross_domain_filter
 
+ConvFactory = Callable[[int, int, int], nn.Module]
+"""(in channels, out channels, kernel size) -> a convolution with "same" padding."""
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Module:
+    return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+
+
+class GroupedConv2d(nn.Module):
+    """``copies`` independent convolutions, one per image of the batch, as one grouped
+    convolution: image i of a (copies, C, H, W) batch goes through copy i only.
+
+    This is how :func:`mmsr_geo.fit.fit_many` optimises many tiles' networks in one step: one
+    kernel launch for all tiles instead of one per tile, each tile still with its own weights.
+    Weights are (copies, out, in, k, k), biases (copies, out).
+    """
+
+    def __init__(self, copies: int, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__()
+        self.copies = copies
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(
+            torch.empty(copies, out_channels, in_channels, kernel_size, kernel_size)
+        )
+        self.bias = nn.Parameter(torch.empty(copies, out_channels))
+        bound = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if n != self.copies:
+            raise ValueError(f"a batch of {n} images for {self.copies} grouped networks")
+        weight = self.weight.reshape(-1, *self.weight.shape[2:])
+        out = F.conv2d(
+            x.reshape(1, n * c, h, w), weight, self.bias.reshape(-1), padding=self.padding,
+            groups=n,
+        )
+        return out.reshape(n, -1, h, w)
+
 
 class ResidualBlock(nn.Module):
     """EDSR-style block (conv, ReLU, conv, identity skip), as the paper adopts from [30]."""
 
-    def __init__(self, features: int, kernel_size: int) -> None:
+    def __init__(self, features: int, kernel_size: int, conv: ConvFactory = _conv) -> None:
         super().__init__()
-        pad = kernel_size // 2
         self.body = nn.Sequential(
-            nn.Conv2d(features, features, kernel_size, padding=pad),
+            conv(features, features, kernel_size),
             nn.ReLU(inplace=True),
-            nn.Conv2d(features, features, kernel_size, padding=pad),
+            conv(features, features, kernel_size),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
-def _branch(in_channels: int, features: int, kernel_size: int) -> nn.Sequential:
+def _branch(
+    in_channels: int, features: int, kernel_size: int, conv: ConvFactory = _conv
+) -> nn.Sequential:
     """Two convolutions with ReLU, then two residual blocks (one feature-extraction branch)."""
-    pad = kernel_size // 2
     return nn.Sequential(
-        nn.Conv2d(in_channels, features, kernel_size, padding=pad),
+        conv(in_channels, features, kernel_size),
         nn.ReLU(inplace=True),
-        nn.Conv2d(features, features, kernel_size, padding=pad),
+        conv(features, features, kernel_size),
         nn.ReLU(inplace=True),
-        ResidualBlock(features, kernel_size),
-        ResidualBlock(features, kernel_size),
+        ResidualBlock(features, kernel_size, conv),
+        ResidualBlock(features, kernel_size, conv),
     )
 
 
@@ -56,6 +99,9 @@ class MMSRNet(nn.Module):
         guide_to_source: enable the guide-to-source modulation (Table 2 ablation switch).
         filter_backend: how the filters run (see :func:`mmsr_geo.ops.cross_domain_filter`);
             "unfold" is the slow reference, kept for benchmarks.
+        copies: independent networks in one module (grouped convolutions, see
+            :class:`GroupedConv2d`): the batch must then hold ``copies`` images, image i going
+            through network i. :meth:`stacked` builds one from ordinary networks.
     """
 
     def __init__(
@@ -68,24 +114,54 @@ class MMSRNet(nn.Module):
         source_to_guide: bool = True,
         guide_to_source: bool = True,
         filter_backend: str = "auto",
+        copies: int = 1,
     ) -> None:
         super().__init__()
+        self.guide_channels = guide_channels
         self.s2g_kernel = s2g_kernel
         self.g2s_kernel = g2s_kernel
+        self.features = features
         self.source_to_guide = source_to_guide
         self.guide_to_source = guide_to_source
         self.filter_backend = filter_backend
-        self.guide_branch = _branch(guide_channels, features, 3)
-        self.source_branch = _branch(1, features, 1)
-        self.guide_projection = nn.Conv2d(features, features, 1)
-        self.source_projection = nn.Conv2d(features, features, 1)
-        self.fusion = nn.Conv2d(2 * features, features, 1)
+        self.copies = copies
+        conv: ConvFactory = _conv
+        if copies > 1:
+            def conv(i: int, o: int, k: int) -> nn.Module:
+                return GroupedConv2d(copies, i, o, k)
+
+        self.guide_branch = _branch(guide_channels, features, 3, conv)
+        self.source_branch = _branch(1, features, 1, conv)
+        self.guide_projection = conv(features, features, 1)
+        self.source_projection = conv(features, features, 1)
+        self.fusion = conv(2 * features, features, 1)
         self.head = nn.Sequential(
-            ResidualBlock(features, 1),
-            ResidualBlock(features, 1),
-            ResidualBlock(features, 1),
-            nn.Conv2d(features, 1, 1),
+            ResidualBlock(features, 1, conv),
+            ResidualBlock(features, 1, conv),
+            ResidualBlock(features, 1, conv),
+            conv(features, 1, 1),
         )
+
+    @classmethod
+    def stacked(cls, networks: Sequence[MMSRNet]) -> MMSRNet:
+        """One module holding ``networks`` (same architecture) as grouped copies, with their
+        weights: image i of a batch then gives exactly what ``networks[i]`` gives."""
+        first = networks[0]
+        grouped = cls(
+            first.guide_channels,
+            first.s2g_kernel,
+            first.g2s_kernel,
+            first.features,
+            source_to_guide=first.source_to_guide,
+            guide_to_source=first.guide_to_source,
+            filter_backend=first.filter_backend,
+            copies=len(networks),
+        )
+        states = [n.state_dict() for n in networks]
+        with torch.no_grad():
+            for name, tensor in grouped.state_dict().items():
+                tensor.copy_(torch.stack([state[name] for state in states]))
+        return grouped
 
     def forward(self, source_lr: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """HR source (B, 1, H, W) from the LR source (B, 1, h, w) and the guide (B, C, H, W)."""

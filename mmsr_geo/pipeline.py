@@ -21,7 +21,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,14 @@ from .guide import (
     max_hole_pixels,
     pixel_aligned,
 )
-from .jobs import TileJob, fit_tile
+from .jobs import TileJob, fit_tiles
 from .locks import OutputLock
-from .memory import check_tile_memory, default_overlap, default_tile_size
+from .memory import (
+    check_tile_memory,
+    default_batch_tiles,
+    default_overlap,
+    default_tile_size,
+)
 from .normalisation import Normalisation, normalisation_stats
 from .progress import Progress, count
 from .raster_io import (
@@ -122,6 +127,9 @@ class UpscaleRequest:
     """PNG quick-look to write after the output."""
     record_paths: bool = False
     """Record the inputs' full paths in the output's tags (file names only by default)."""
+    batch_tiles: int | None = None
+    """Tiles fitted together in one optimisation (default: 1 on the CPU, from the free memory
+    on a GPU, see :func:`mmsr_geo.memory.default_batch_tiles`)."""
 
     def output_path(self) -> Path:
         if self.output is not None:
@@ -530,7 +538,7 @@ def _check_memory(run: PreparedRun, executor: TileExecutor) -> None:
         features=run.config.features,
         scale=scale,
         tile_size=run.plan.tile_size,
-        concurrent=local,
+        concurrent=local * _batch_size(run, executor),
     )
 
 
@@ -579,6 +587,37 @@ def _jobs(
         )
 
 
+def _batch_size(run: PreparedRun, executor: TileExecutor) -> int:
+    """Tiles per optimisation: as asked, else 1 on the CPU, from the free memory of a GPU fitted
+    in this process, and 8 for GPU tiles fitted elsewhere (halved there if they do not fit)."""
+    if run.request.batch_tiles is not None:
+        return run.request.batch_tiles
+    config, scale = run.config, run.grid.scale
+    if getattr(executor, "in_process", False):
+        device = str(resolve_device(config.device))
+        return default_batch_tiles(
+            device,
+            run.plan.tile_height * scale,
+            run.plan.tile_width * scale,
+            config.features,
+            config.precision,
+        )
+    return 8 if config.device.startswith("cuda") else 1
+
+
+def batched(jobs: Iterable[TileJob], size: int) -> Iterator[list[TileJob]]:
+    """Group jobs into batches of up to ``size`` tiles of one shape, lazily (at most ``size``
+    jobs per shape held); tiles of other shapes (a raster smaller than a tile) form their own
+    batches."""
+    waiting: dict[Any, list[TileJob]] = {}
+    for job in jobs:
+        group = waiting.setdefault(job.shape_key, [])
+        group.append(job)
+        if len(group) >= size:
+            yield waiting.pop(job.shape_key)
+    yield from waiting.values()
+
+
 def _fit_stage(
     run: PreparedRun,
     pending: set[int],
@@ -586,8 +625,8 @@ def _fit_stage(
     executor: TileExecutor,
     progress: Progress,
 ) -> tuple[int, int]:
-    """Run the pending tiles through the executor, checkpointing each result; returns
-    (tiles fitted, tiles skipped)."""
+    """Run the pending tiles through the executor in batches, checkpointing each result;
+    returns (tiles fitted, tiles skipped)."""
     skipped: list[int] = []
 
     def on_skip(index: int) -> None:
@@ -595,21 +634,23 @@ def _fit_stage(
         progress.tile_finished(None)
 
     fn = (
-        functools.partial(fit_tile, progress=progress.iteration)
+        functools.partial(fit_tiles, progress=progress.iteration)
         if getattr(executor, "in_process", False)
-        else fit_tile
+        else fit_tiles
     )
+    batches = batched(_jobs(run, pending, on_skip), _batch_size(run, executor))
     fitted = 0
-    for result in executor.map_unordered(fn, _jobs(run, pending, on_skip)):
-        checkpoints.save(result)
-        fitted += 1
-        log.debug(
-            "tile %d fitted in %.1f s, cycle RMSE %.4g",
-            result.index,
-            result.seconds,
-            result.cycle_rmse,
-        )
-        progress.tile_finished(result.seconds)
+    for results in executor.map_unordered(fn, batches):
+        for result in results:
+            checkpoints.save(result)
+            fitted += 1
+            log.debug(
+                "tile %d fitted in %.1f s, cycle RMSE %.4g",
+                result.index,
+                result.seconds,
+                result.cycle_rmse,
+            )
+            progress.tile_finished(result.seconds)
     return fitted, len(skipped)
 
 
@@ -699,10 +740,19 @@ def _run_facts(cache: _TileCache) -> dict[str, Any]:
     run writes the very bytes of an uninterrupted one.
     """
     facts = list(cache.facts.values())
+    iterations = [f.iterations for f in facts]
     return {
         "devices": sorted({f.device for f in facts if f.device}),
+        "precisions": sorted({f.precision for f in facts}),
         "tiles_with_data": len(facts),
         "mean_cycle_rmse": float(np.mean([f.cycle_rmse for f in facts])) if facts else None,
+        "iterations": {
+            "min": int(np.min(iterations)),
+            "median": float(np.median(iterations)),
+            "max": int(np.max(iterations)),
+        }
+        if facts
+        else None,
     }
 
 
