@@ -15,6 +15,7 @@ device: one 320 x 320 tile is far too little work for it.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,10 @@ convolutions and filters, float32 master weights, optimiser and loss; auto: tf32
 fp32 elsewhere."""
 
 
+SCHEDULES = ("paper", "cosine")
+RESIDUALS = ("none", "bicubic", "bilinear")
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """Everything that decides the result of a fit (recorded in output provenance tags).
@@ -60,6 +65,16 @@ class FitConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    schedule: str = "paper"
+    """Learning-rate schedule: "paper" (x``lr_decay`` every ``decay_every`` iterations) or
+    "cosine" (linear warm-up over the first 5% of the iterations to ``learning_rate``, then
+    a cosine down to zero at the last iteration: the budget is spent converging)."""
+    residual: str = "none"
+    """"none": the network predicts the HR source (the paper); "bicubic" / "bilinear": it
+    predicts a correction to the bicubic / bilinear upsampling of the LR source, its last
+    convolution starting at zero, so the fit starts from that upsampling's quality."""
+    average_last: int = 0
+    """Average the predictions of the last this many iterations (0: the last one alone)."""
 
     @classmethod
     def from_preset(cls, preset: str, **settings: Any) -> FitConfig:
@@ -80,6 +95,18 @@ class FitConfig:
         if self.precision not in PRECISIONS:
             raise InputError(
                 f"unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise InputError(
+                f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}"
+            )
+        if self.residual not in RESIDUALS:
+            raise InputError(
+                f"unknown residual {self.residual!r}: choose one of {', '.join(RESIDUALS)}"
+            )
+        if not 0 <= self.average_last <= self.iterations:
+            raise InputError(
+                f"average_last must be between 0 and the iterations, got {self.average_last}"
             )
 
 
@@ -137,8 +164,9 @@ class FitResult:
 
 def make_optimiser(
     model: MMSRNet, config: FitConfig
-) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
-    """Adam with weight decay on the guide branch only, and the paper's step decay."""
+) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam with weight decay on the guide branch only, and the configured schedule (the
+    paper's step decay by default); call the schedule's ``step()`` after every iteration."""
     guide_params = list(model.guide_branch.parameters())
     guide_ids = {id(p) for p in guide_params}
     other_params = [p for p in model.parameters() if id(p) not in guide_ids]
@@ -149,9 +177,22 @@ def make_optimiser(
         ],
         lr=config.learning_rate,
     )
-    schedule = torch.optim.lr_scheduler.StepLR(
-        optimiser, step_size=config.decay_every, gamma=config.lr_decay
-    )
+    if config.schedule == "cosine":
+        total = config.iterations
+        warm = max(1, total // 20)
+
+        def factor(done: int) -> float:
+            if done < warm:
+                return (done + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (done - warm + 1) / max(1, total - warm)))
+
+        schedule: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, factor
+        )
+    else:
+        schedule = torch.optim.lr_scheduler.StepLR(
+            optimiser, step_size=config.decay_every, gamma=config.lr_decay
+        )
     return optimiser, schedule
 
 
@@ -164,18 +205,22 @@ def training_step(
     n_valid: torch.Tensor,
     scale: int,
     precision: str = "fp32",
-) -> torch.Tensor:
+    base: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One iteration: masked L1 between the average-pooled prediction and the LR source, per
     pair (``n_valid`` holds each pair's valid pixel count); the pairs' losses are summed for
-    the gradient. Returns the mean loss as a 0-d tensor (reading it waits for the device)."""
+    the gradient. ``base`` (an upsampling of the source) is added to the network's output for
+    a residual fit. Returns the mean loss (0-d; reading it waits for the device) and the
+    prediction the loss was computed on (before the update, detached)."""
     optimiser.zero_grad(set_to_none=True)
     with _autocast(precision, source_lr.device):
         prediction = model(source_lr, guide)
-    cycle = F.avg_pool2d(prediction.float(), scale)
+    prediction = prediction.float() if base is None else prediction.float() + base
+    cycle = F.avg_pool2d(prediction, scale)
     per_pair = ((cycle - source_lr).abs() * weight).sum(dim=(1, 2, 3)) / n_valid
     per_pair.sum().backward()
     optimiser.step()
-    return per_pair.detach().mean()
+    return per_pair.detach().mean(), prediction.detach()
 
 
 def _check_inputs(
@@ -268,6 +313,8 @@ def fit_many(
     stats: Sequence[Normalisation | None] | None = None,
     seeds: Sequence[int] | None = None,
     progress: ProgressCallback | None = None,
+    observe: Callable[[int, list[np.ndarray]], None] | None = None,
+    observe_every: int = 50,
 ) -> list[FitResult]:
     """Optimise one fresh network per (source, guide) pair, all pairs in one batched step.
 
@@ -282,6 +329,9 @@ def fit_many(
         seeds: one per pair; default ``config.seed`` for all.
         progress: called after every iteration with (done, total, mean loss over the pairs);
             the loss is read from the device every 10 iterations and at the end.
+        observe: called every ``observe_every`` iterations with (iterations done, the HR
+            predictions of the pairs in source units, as the fit would return them if it
+            stopped there without averaging): how quality evolves (benchmarks/quality.py).
     """
     config = config or FitConfig()
     n = len(sources)
@@ -314,23 +364,47 @@ def fit_many(
     n_valid = weight.sum(dim=(1, 2, 3))
 
     networks = [_network(config, guide.shape[1], seed) for seed in seeds]
+    if config.residual != "none":
+        for network in networks:  # the fit starts exactly at the upsampling
+            last = network.head[-1]
+            torch.nn.init.zeros_(last.weight)
+            torch.nn.init.zeros_(last.bias)
     model = networks[0] if n == 1 else MMSRNet.stacked(networks)
     model = model.to(device=device, memory_format=layout)
     optimiser, schedule = make_optimiser(model, config)
+    base = _upsampled(lr, scale, config.residual)
+
+    def denormalised(batch: torch.Tensor) -> list[np.ndarray]:
+        values = batch[:, 0].cpu().numpy().astype(np.float64)
+        return [
+            v * p.stats.source_std + p.stats.source_mean
+            for v, p in zip(values, pairs, strict=True)
+        ]
 
     loss_value = float("nan")
+    # The prediction a step computes is the previous step's result, so summing those of the
+    # last ``average_last - 1`` steps and adding the final one averages the last results.
+    total: torch.Tensor | None = None
+    first_averaged = config.iterations - config.average_last + 1
     with precision_mode(precision, device):
         for iteration in range(config.iterations):
-            loss = training_step(model, optimiser, lr, guide, weight, n_valid, scale, precision)
+            loss, seen = training_step(
+                model, optimiser, lr, guide, weight, n_valid, scale, precision, base
+            )
             schedule.step()
             done = iteration + 1
+            if config.average_last > 1 and iteration >= first_averaged:
+                total = seen.clone() if total is None else total + seen
             if progress is not None or done == config.iterations:
                 if done % 10 == 0 or done == config.iterations or done == 1:
                     loss_value = float(loss)
                 if progress is not None:
                     progress(done, config.iterations, loss_value)
-        with torch.no_grad(), _autocast(precision, device):
-            prediction = model(lr, guide).float()
+            if observe is not None and done % observe_every == 0:
+                observe(done, denormalised(_predict(model, lr, guide, base, precision)))
+        prediction = _predict(model, lr, guide, base, precision)
+        if total is not None:
+            prediction = (total + prediction) / config.average_last
         cycle = F.avg_pool2d(prediction, scale)
     seconds = time.perf_counter() - started
     predictions = prediction[:, 0].cpu().numpy().astype(np.float64)
@@ -354,6 +428,25 @@ def fit_many(
     return results
 
 
+def _upsampled(lr: torch.Tensor, scale: int, residual: str) -> torch.Tensor | None:
+    """The upsampling a residual fit adds its network's output to (None: not residual)."""
+    if residual == "none":
+        return None
+    return F.interpolate(lr, scale_factor=scale, mode=residual, align_corners=False)
+
+
+def _predict(
+    model: MMSRNet,
+    lr: torch.Tensor,
+    guide: torch.Tensor,
+    base: torch.Tensor | None,
+    precision: str,
+) -> torch.Tensor:
+    with torch.no_grad(), _autocast(precision, lr.device):
+        prediction = model(lr, guide).float()
+    return prediction if base is None else prediction + base
+
+
 def fit(
     source: np.ndarray,
     guide: np.ndarray,
@@ -363,6 +456,8 @@ def fit(
     mask: np.ndarray | None = None,
     stats: Normalisation | None = None,
     progress: ProgressCallback | None = None,
+    observe: Callable[[int, list[np.ndarray]], None] | None = None,
+    observe_every: int = 50,
 ) -> FitResult:
     """Optimise a fresh MMSR network on one pair and return its HR prediction.
 
@@ -376,6 +471,7 @@ def fit(
         stats: z-score statistics to use instead of this pair's own (tiles of one raster
             share the whole raster's so that neighbouring tiles agree).
         progress: called after every iteration with (done, total, loss).
+        observe, observe_every: see :func:`fit_many`.
     """
     config = config or FitConfig()
     return fit_many(
@@ -387,6 +483,8 @@ def fit(
         stats=[stats],
         seeds=[config.seed],
         progress=progress,
+        observe=observe,
+        observe_every=observe_every,
     )[0]
 
 

@@ -1,0 +1,71 @@
+"""Named fitting strategies: how a fit spends its iterations (schedule, residual start,
+averaging), as data.
+
+``paper`` is the paper's fit, exactly (1000 iterations, the step decay); the others are the
+candidates measured by ``benchmarks/quality.py`` (BENCHMARKS.md, "Quality vs iterations"),
+sized to an iteration budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import InputError
+from .fit import FitConfig
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A way to fit: the settings it changes, and its iteration budget by default."""
+
+    description: str
+    iterations: int
+    schedule: str = "paper"
+    residual: str = "none"
+    learning_rate: float = 0.002
+    average_fraction: float = 0.0
+    """Share of the budget's last iterations whose predictions are averaged."""
+
+    def config(self, base: FitConfig, iterations: int | None = None) -> FitConfig:
+        """``base`` (kernels, features, seed, device, precision) with this strategy's
+        settings, for ``iterations`` (default: the strategy's budget)."""
+        budget = iterations or self.iterations
+        return dataclasses.replace(
+            base,
+            iterations=budget,
+            schedule=self.schedule,
+            residual=self.residual,
+            learning_rate=self.learning_rate,
+            average_last=int(round(self.average_fraction * budget)),
+        )
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "paper": Strategy("the paper's fit: step decay x0.9998 every 5 iterations, lr 0.002", 1000),
+    "cosine": Strategy("cosine schedule from lr 0.002 down to 0 at the budget", 300, "cosine"),
+    "cosine-avg": Strategy(
+        "cosine schedule, predictions of the last 20% averaged", 300, "cosine",
+        average_fraction=0.2,
+    ),
+    "residual": Strategy(
+        "bicubic + the network's correction (last convolution starting at zero), paper "
+        "schedule", 300, residual="bicubic",
+    ),
+    "residual-cosine": Strategy(
+        "bicubic + correction, cosine schedule", 300, "cosine", residual="bicubic"
+    ),
+    "residual-bilinear-cosine": Strategy(
+        "bilinear + correction, cosine schedule", 300, "cosine", residual="bilinear"
+    ),
+}
+
+
+def strategy(name: str) -> Strategy:
+    """A strategy by name, with a clear error for an unknown one."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise InputError(
+            f"unknown schedule {name!r}: choose one of {', '.join(STRATEGIES)}"
+        ) from None
