@@ -100,8 +100,8 @@ raster_options = _group(
     ),
     click.option(
         "--aoi",
-        help="Area of interest: a GeoJSON file (RFC 7946 lon/lat, EPSG:4326, unless it "
-        "names a crs) or a WKT polygon in the SOURCE's CRS. Outside it: nodata.",
+        help="Area of interest: a GeoJSON file or http(s) URL (RFC 7946 lon/lat, EPSG:4326, "
+        "unless it names a crs) or a WKT polygon in the SOURCE's CRS. Outside it: nodata.",
     ),
 )
 
