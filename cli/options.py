@@ -1,9 +1,10 @@
-"""Option groups shared by ``upscale`` and ``batch``: one definition each, so names, units,
-defaults and help texts cannot drift between commands.
+"""Option groups shared by ``upscale``, ``batch`` and ``rio mmsr upscale``: one definition
+each, so names, units, defaults and help texts cannot drift between commands.
 
 Where rio has a name for the same thing, it is accepted too (``-b/--bidx`` for ``--band``,
 ``-t`` for ``--dtype``, ``--co NAME=VALUE`` as ``rio --co``), so ``rio`` users need learn no
-new spelling.
+new spelling; rio's own option objects are used where their meaning is the same (the
+positional INPUT OUTPUT and ``-o/--output`` of ``rio mmsr upscale``).
 """
 
 from __future__ import annotations
@@ -205,8 +206,8 @@ upscale_options = _group(
     preview_option,
     executor_options,
 )
-"""Every option of one raster's run after SOURCE and OUTPUT, as ``upscale`` takes them (see
-:func:`mmsr_geo_cli.upscale.run_upscale`)."""
+"""Every option of one raster's run after SOURCE and OUTPUT, as ``upscale`` and ``rio mmsr
+upscale`` take them (see :func:`mmsr_geo_cli.upscale.run_upscale`)."""
 
 
 def fit_config(preset: str, iterations: int, features: int, seed: int, device: str) -> FitConfig:

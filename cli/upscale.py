@@ -1,10 +1,15 @@
-"""``mmsr-geo upscale``: super-resolve one raster with a guide (a thin layer over
-:mod:`mmsr_geo.pipeline`); the options come from one group
-(:data:`~mmsr_geo_cli.options.upscale_options`) and the work from :func:`run_upscale`.
+"""``mmsr-geo upscale`` and ``rio mmsr upscale``: super-resolve one raster with a guide (thin
+layers over :mod:`mmsr_geo.pipeline`).
+
+The two commands differ only in how SOURCE and OUTPUT are given (``mmsr-geo``: SOURCE and an
+optional ``-o``; ``rio``: ``INPUT OUTPUT`` or ``INPUT -o OUTPUT``, as every rio command); the
+options come from one group (:data:`~mmsr_geo_cli.options.upscale_options`) and the work from
+one function, :func:`run_upscale`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -12,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rasterio.rio import options as rio_options
+from rasterio.rio.helpers import resolve_inout
 
 from mmsr_geo.distributed import executor_from_options
 from mmsr_geo.pipeline import UpscaleRequest, check_output_free, execute, prepare
@@ -31,6 +38,17 @@ Examples:
   mmsr-geo upscale dsm.tif -g rgb.tif -s 4 --aoi site.geojson --co COMPRESS=ZSTD --device cuda
   # a COG on a web server and a guide in a bucket, read by HTTP ranges; the output is local
   mmsr-geo upscale https://example.org/dem.tif -g s3://bucket/rgb.tif -s 2 -o dem_x2.tif
+"""
+
+RIO_EXAMPLES = """
+\b
+Examples:
+  rio mmsr upscale dem_2m.tif dem_50cm.tif --guide ortho_50cm.tif --scale 4
+  rio mmsr upscale https://example.org/dem.tif -o dem_x2.tif -g rgb.vrt -s 2 --co COMPRESS=ZSTD
+  # rio's AWS session options apply to the inputs
+  rio --aws-no-sign-requests mmsr upscale s3://bucket/dem.tif out.tif -g s3://bucket/rgb.tif -s 2
+
+See 'mmsr-geo upscale --help': the same options, defaults and behaviour.
 """
 
 SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -67,7 +85,7 @@ def run_upscale(
     quiet: bool,
     progress: Progress,
 ) -> None:
-    """The run of one raster: the request from the options (those of
+    """The run both commands make: the request from the options (those of
     :data:`~mmsr_geo_cli.options.upscale_options`), then prepare, refuse an existing output,
     execute on the chosen executor, and a one-line summary."""
     config = fit_config(preset, iterations, features, seed, device)
@@ -145,6 +163,42 @@ def upscale(source: str, output: Path | None, guide: str, **options: Any) -> Non
     and put in place when complete; an existing file is only replaced with --overwrite.
     """
     run_upscale(source, guide, output, **options)
+
+
+@click.command(
+    "upscale",
+    epilog=RIO_EXAMPLES,
+    short_help="Super-resolve one raster with a high-resolution guide (MMSR).",
+    context_settings=SETTINGS,
+)
+@click.argument(  # rio's files_inout_arg, with a usage line that says there is one input
+    "files",
+    nargs=-1,
+    type=click.Path(),
+    required=True,
+    metavar="INPUT [OUTPUT]",
+    callback=rio_options.files_inout_handler,
+)
+@rio_options.output_opt
+@upscale_options
+@reporting_command
+def rio_upscale(files: tuple[str, ...], output: str | None, guide: str, **options: Any) -> None:
+    """Super-resolve INPUT (a DEM, DSM, thermal or depth raster) by --scale with --guide into
+    OUTPUT, a GeoTIFF with the input's CRS and bounds and pixels --scale times smaller.
+
+    INPUT and GUIDE are files, URLs or GDAL paths (https://..., s3://..., /vsizip/..., .vrt);
+    OUTPUT is a local file, given last or with -o. This is 'mmsr-geo upscale' with rio's way of
+    naming files: the same options, checkpoints and resume, and rio's --aws-* session options
+    apply to the inputs. An existing OUTPUT is only replaced with --overwrite.
+    """
+    if len(files) == 1 and output is None:
+        raise click.UsageError("give OUTPUT after INPUT, or -o OUTPUT")
+    # OUTPUT's existence is checked by the pipeline (as for mmsr-geo), after the inputs
+    output, inputs = resolve_inout(files=files, output=output, overwrite=True, num_inputs=1)
+    obj = click.get_current_context().obj
+    env = obj.get("env") if isinstance(obj, dict) else None  # rio's GDAL/AWS session
+    with env if env is not None else contextlib.nullcontext():
+        run_upscale(inputs[0], guide, output, **options)
 
 
 if __name__ == "__main__":
