@@ -3,8 +3,8 @@ each, so names, units, defaults and help texts cannot drift between commands.
 
 Where rio has a name for the same thing, it is accepted too (``-b/--bidx`` for ``--band``,
 ``-t`` for ``--dtype``, ``--co NAME=VALUE`` as ``rio --co``), so ``rio`` users need learn no
-new spelling; rio's own option objects are used where their meaning is the same (the
-positional INPUT OUTPUT and ``-o/--output`` of ``rio mmsr upscale``).
+new spelling; rio's own pieces are used where their meaning is the same (the INPUT OUTPUT
+handling and ``-o/--output`` of ``rio mmsr upscale``).
 """
 
 from __future__ import annotations
