@@ -218,6 +218,12 @@ def test_aoi_url_errors(served) -> None:
         read_aoi(f"/vsicurl/{server.url}/aoi.geojson")
     with pytest.raises(InputError, match="GDAL virtual paths"):
         read_aoi("s3://bucket/aoi.geojson")
+    # nothing listening: the connection is refused
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        host, port = closed.getsockname()
+    with pytest.raises(InputError, match=r"cannot fetch the AOI .*refused"):
+        fetch_url(f"http://{host}:{port}/aoi.geojson", timeout=5)
     # a server that takes the connection and never answers
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
