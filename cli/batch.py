@@ -21,6 +21,7 @@ from mmsr_geo.batch import (
 from mmsr_geo.distributed import executor_from_options
 from mmsr_geo.errors import MmsrGeoError
 from mmsr_geo.progress import JsonProgress, Progress, count
+from mmsr_geo.raster_io import is_remote, remote_name
 
 from .common import reporting_command
 from .options import (
@@ -45,7 +46,7 @@ Examples:
 
 
 def _echo_pair(number: int, total: int, record: PairRecord) -> None:
-    name = Path(record.source).name
+    name = remote_name(record.source) if is_remote(record.source) else Path(record.source).name
     if record.status == "failed":
         line = f"failed: {record.error}"
     elif record.status == "skipped":
@@ -75,7 +76,8 @@ def _echo_pair(number: int, total: int, record: PairRecord) -> None:
     "--manifest",
     type=click.Path(path_type=Path, dir_okay=False),
     help="CSV of pairs: source,guide[,output] (header optional; relative paths are relative "
-    "to the CSV). Instead of SOURCES.",
+    "to the CSV; sources and guides may be URLs or GDAL paths, outputs are local). Instead of "
+    "SOURCES.",
 )
 @click.option(
     "--guide-pattern",
@@ -159,10 +161,11 @@ def batch(
 ) -> None:
     """Super-resolve many rasters with the same settings as 'upscale'.
 
-    SOURCES are files or glob patterns (quote them to use '**'); each source's guide is found
-    by --guide-pattern. A pair that fails is reported and the others go on. Rerunning skips
-    outputs made with the same settings and resumes interrupted rasters from their tile
-    checkpoints; an output made with other settings is kept and reported as outdated
+    SOURCES are local files or glob patterns (quote them to use '**'); each source's guide is
+    found by --guide-pattern. Remote sources (URLs, GDAL paths) cannot be globbed: list them
+    with their guides in a --manifest. A pair that fails is reported and the others go on.
+    Rerunning skips outputs made with the same settings and resumes interrupted rasters from
+    their tile checkpoints; an output made with other settings is kept and reported as outdated
     (--overwrite redoes it). The exit status is 1 if any pair failed or is outdated.
     """
     if bool(sources) == (manifest is not None):

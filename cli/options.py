@@ -1,5 +1,11 @@
-"""Option groups shared by ``upscale`` and ``batch``: one definition each, so names, units,
-defaults and help texts cannot drift between commands."""
+"""Option groups shared by ``upscale``, ``batch`` and ``rio mmsr upscale``: one definition
+each, so names, units, defaults and help texts cannot drift between commands.
+
+Where rio has a name for the same thing, it is accepted too (``-b/--bidx`` for ``--band``,
+``-t`` for ``--dtype``, ``--co NAME=VALUE`` as ``rio --co``), so ``rio`` users need learn no
+new spelling; rio's own pieces are used where their meaning is the same (the INPUT OUTPUT
+handling and ``-o/--output`` of ``rio mmsr upscale``).
+"""
 
 from __future__ import annotations
 
@@ -85,7 +91,10 @@ fit_options = _group(
 
 raster_options = _group(
     click.option(
+        "-b",
         "--band",
+        "--bidx",
+        "band",
         type=click.IntRange(min=1),
         help="Source band to super-resolve, from 1 (required if it has several).",
     ),
@@ -109,13 +118,14 @@ raster_options = _group(
     ),
     click.option(
         "--aoi",
-        help="Area of interest: a GeoJSON file (RFC 7946 lon/lat, EPSG:4326, unless it "
-        "names a crs) or a WKT polygon in the SOURCE's CRS. Outside it: nodata.",
+        help="Area of interest: a GeoJSON file or http(s) URL (RFC 7946 lon/lat, EPSG:4326, "
+        "unless it names a crs) or a WKT polygon in the SOURCE's CRS. Outside it: nodata.",
     ),
 )
 
 output_options = _group(
     click.option(
+        "-t",
         "--dtype",
         type=click.Choice(DTYPES),
         default="float32",
@@ -141,6 +151,23 @@ output_options = _group(
         help="Record the inputs' full paths in the output's tags (by default only file names "
         "and content fingerprints, so outputs do not reveal where data is kept).",
     ),
+)
+
+guide_option = click.option(
+    "-g",
+    "--guide",
+    required=True,
+    help="High-resolution guide raster (RGB, RGBNIR, ...), on any grid or CRS; a file, URL "
+    "or GDAL path.",
+)
+
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+
+preview_option = click.option(
+    "--preview",
+    type=click.Path(path_type=Path),
+    help="Also write a quick-look PNG (guide, LR, SR, hillshades); checked before any work, "
+    "replaced only with --overwrite.",
 )
 
 threads_option = click.option(
@@ -184,6 +211,20 @@ executor_options = _group(
         "--resources GPU=1); implied by --device cuda with a scheduler.",
     ),
 )
+
+
+upscale_options = _group(
+    guide_option,
+    scale_option,
+    raster_options,
+    fit_options,
+    output_options,
+    overwrite_option,
+    preview_option,
+    executor_options,
+)
+"""Every option of one raster's run after SOURCE and OUTPUT, as ``upscale`` and ``rio mmsr
+upscale`` take them (see :func:`mmsr_geo_cli.upscale.run_upscale`)."""
 
 
 def fit_config(

@@ -1,27 +1,31 @@
-"""``mmsr-geo upscale``: super-resolve one raster with a guide (a thin layer over
-:func:`mmsr_geo.pipeline.upscale_raster`)."""
+"""``mmsr-geo upscale`` and ``rio mmsr upscale``: super-resolve one raster with a guide (thin
+layers over :mod:`mmsr_geo.pipeline`).
+
+The two commands differ only in how SOURCE and OUTPUT are given (``mmsr-geo``: SOURCE and an
+optional ``-o``; ``rio``: ``INPUT OUTPUT`` or ``INPUT -o OUTPUT``, as every rio command); the
+options come from one group (:data:`~mmsr_geo_cli.options.upscale_options`) and the work from
+one function, :func:`run_upscale`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 from pathlib import Path
+from typing import Any
 
 import click
+from rasterio.rio import options as rio_options
+from rasterio.rio.helpers import resolve_inout
 
 from mmsr_geo.distributed import executor_from_options
 from mmsr_geo.pipeline import UpscaleRequest, check_output_free, execute, prepare
 from mmsr_geo.progress import JsonProgress, Progress, count
 
 from .common import reporting_command
-from .options import (
-    executor_options,
-    fit_config,
-    fit_options,
-    output_options,
-    raster_options,
-    scale_option,
-)
+from .options import fit_config, upscale_options
 
 EXAMPLES = """
 \b
@@ -32,47 +36,29 @@ Examples:
   mmsr-geo upscale lst.tif --guide rgbn.tif -s 5 --guide-bands 1,2,3,4 --cog --preview look.png
   # only inside an area, ZSTD compression, on the GPU
   mmsr-geo upscale dsm.tif -g rgb.tif -s 4 --aoi site.geojson --co COMPRESS=ZSTD --device cuda
+  # a COG on a web server and a guide in a bucket, read by HTTP ranges; the output is local
+  mmsr-geo upscale https://example.org/dem.tif -g s3://bucket/rgb.tif -s 2 -o dem_x2.tif
 """
 
+RIO_EXAMPLES = """
+\b
+Examples:
+  rio mmsr upscale dem_2m.tif dem_50cm.tif --guide ortho_50cm.tif --scale 4
+  rio mmsr upscale https://example.org/dem.tif -o dem_x2.tif -g rgb.vrt -s 2 --co COMPRESS=ZSTD
+  # rio's AWS session options apply to the inputs
+  rio --aws-no-sign-requests mmsr upscale s3://bucket/dem.tif out.tif -g s3://bucket/rgb.tif -s 2
 
-@click.command(
-    "upscale",
-    epilog=EXAMPLES,
-    short_help="Super-resolve one raster with a high-resolution guide.",
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
-@click.argument("source")
-@click.option(
-    "-g",
-    "--guide",
-    required=True,
-    help="High-resolution guide raster (RGB, RGBNIR, ...), on any grid or CRS; a file, URL "
-    "or GDAL path.",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    help="Output GeoTIFF (.tif) [default: SOURCE_x<scale>.tif beside a local source, in the "
-    "current folder for a remote one].",
-)
-@scale_option
-@raster_options
-@fit_options
-@output_options
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@click.option(
-    "--preview",
-    type=click.Path(path_type=Path),
-    help="Also write a quick-look PNG (guide, LR, SR, hillshades); checked before any work, "
-    "replaced only with --overwrite.",
-)
-@executor_options
-@reporting_command
-def upscale(
+See 'mmsr-geo upscale --help': the same options, defaults and behaviour.
+"""
+
+SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def run_upscale(
     source: str,
     guide: str,
-    output: Path | None,
+    output: str | os.PathLike[str] | None,
+    *,
     scale: int,
     band: int | None,
     guide_bands: tuple[int, ...] | None,
@@ -101,16 +87,9 @@ def upscale(
     quiet: bool,
     progress: Progress,
 ) -> None:
-    """Super-resolve SOURCE (a DEM, DSM, thermal or depth raster) by --scale with --guide.
-
-    SOURCE and GUIDE are files, URLs or GDAL paths (https://..., s3://..., /vsizip/...,
-    .vrt). The output has the source's CRS and bounds with pixels --scale times smaller. The
-    guide may be on any grid or CRS overlapping the source: it is warped onto the output grid
-    tile by tile. Tiles are fitted one by one (or by --workers / a Dask --scheduler) and
-    checkpointed beside the output (OUTPUT.mmsr-work/): rerun the same command after a crash
-    or Ctrl-C to resume. The output is written under a temporary name and put in place when
-    complete; an existing file is only replaced with --overwrite.
-    """
+    """The run both commands make: the request from the options (those of
+    :data:`~mmsr_geo_cli.options.upscale_options`), then prepare, refuse an existing output,
+    execute on the chosen executor, and a one-line summary."""
     config = fit_config(preset, iterations, features, seed, device, precision)
     pipeline_log = logging.getLogger("mmsr_geo.pipeline")
     if not quiet and pipeline_log.getEffectiveLevel() > logging.INFO:
@@ -157,6 +136,72 @@ def upscale(
             f"{report.tiles_skipped} skipped) in {report.seconds:.1f} s on {report.device}{rmse}",
             err=True,
         )
+
+
+@click.command(
+    "upscale",
+    epilog=EXAMPLES,
+    short_help="Super-resolve one raster with a high-resolution guide.",
+    context_settings=SETTINGS,
+)
+@click.argument("source")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Output GeoTIFF (.tif) [default: SOURCE_x<scale>.tif beside a local source, in the "
+    "current folder for a remote one].",
+)
+@upscale_options
+@reporting_command
+def upscale(source: str, output: Path | None, guide: str, **options: Any) -> None:
+    """Super-resolve SOURCE (a DEM, DSM, thermal or depth raster) by --scale with --guide.
+
+    SOURCE and GUIDE are files, URLs or GDAL paths (https://..., s3://..., /vsizip/...,
+    .vrt); the output is a local file. The output has the source's CRS and bounds with pixels
+    --scale times smaller. The guide may be on any grid or CRS overlapping the source: it is
+    warped onto the output grid tile by tile. Tiles are fitted one by one (or by --workers / a
+    Dask --scheduler) and checkpointed beside the output (OUTPUT.mmsr-work/): rerun the same
+    command after a crash or Ctrl-C to resume. The output is written under a temporary name
+    and put in place when complete; an existing file is only replaced with --overwrite.
+    """
+    run_upscale(source, guide, output, **options)
+
+
+@click.command(
+    "upscale",
+    epilog=RIO_EXAMPLES,
+    short_help="Super-resolve one raster with a high-resolution guide (MMSR).",
+    context_settings=SETTINGS,
+)
+@click.argument(  # rio's files_inout_arg, with a usage line that says there is one input
+    "files",
+    nargs=-1,
+    type=click.Path(),
+    required=True,
+    metavar="INPUT [OUTPUT]",
+    callback=rio_options.files_inout_handler,
+)
+@rio_options.output_opt
+@upscale_options
+@reporting_command
+def rio_upscale(files: tuple[str, ...], output: str | None, guide: str, **options: Any) -> None:
+    """Super-resolve INPUT (a DEM, DSM, thermal or depth raster) by --scale with --guide into
+    OUTPUT, a GeoTIFF with the input's CRS and bounds and pixels --scale times smaller.
+
+    INPUT and GUIDE are files, URLs or GDAL paths (https://..., s3://..., /vsizip/..., .vrt);
+    OUTPUT is a local file, given last or with -o. This is 'mmsr-geo upscale' with rio's way of
+    naming files: the same options, checkpoints and resume, and rio's --aws-* session options
+    apply to the inputs. An existing OUTPUT is only replaced with --overwrite.
+    """
+    if len(files) == 1 and output is None:
+        raise click.UsageError("give OUTPUT after INPUT, or -o OUTPUT")
+    # OUTPUT's existence is checked by the pipeline (as for mmsr-geo), after the inputs
+    output, inputs = resolve_inout(files=files, output=output, overwrite=True, num_inputs=1)
+    obj = click.get_current_context().obj
+    env = obj.get("env") if isinstance(obj, dict) else None  # rio's GDAL/AWS session
+    with env if env is not None else contextlib.nullcontext():
+        run_upscale(inputs[0], guide, output, **options)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Many rasters in one run: pair discovery, output naming, per-pair error isolation, reports.
 
 A batch is a list of (source, guide, output) pairs, found by a glob plus a guide naming rule or
-read from a CSV manifest. Every pair is prepared by :func:`mmsr_geo.pipeline.prepare` (so its
-settings are exactly those the pipeline records) and run by :func:`mmsr_geo.pipeline.execute`
-with the same settings and executor; a pair that fails is recorded and the others go on. An
-output whose tags record the same settings is skipped, one made with other settings is kept
-and reported as outdated, so rerunning a batch after a crash or a fix only does what is left.
-Outputs must lie inside the output folder. After every pair the JSON report and a GeoJSON
-index of the output footprints are rewritten atomically, so both describe the run even when it
-is killed.
+read from a CSV manifest. Globs are local (there is no listing of a URL); a manifest may list
+sources and guides as URLs or GDAL paths (``https://``, ``s3://``, ``/vsizip/``), which are
+read where they are, while outputs are always local files. Every pair is prepared by
+:func:`mmsr_geo.pipeline.prepare` (so its settings are exactly those the pipeline records) and
+run by :func:`mmsr_geo.pipeline.execute` with the same settings and executor; a pair that fails
+is recorded and the others go on. An output whose tags record the same settings is skipped, one
+made with other settings is kept and reported as outdated, so rerunning a batch after a crash
+or a fix only does what is left. Outputs must lie inside the output folder. After every pair
+the JSON report and a GeoJSON index of the output footprints are rewritten atomically, so both
+describe the run even when it is killed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .executors import SerialExecutor, TileExecutor
 from .fit import FitConfig
 from .pipeline import PreparedRun, UpscaleRequest, default_output_path, execute, prepare
 from .progress import Progress
+from .raster_io import is_remote
 from .settings import describe_changes
 from .writer import read_provenance
 
@@ -58,10 +61,14 @@ other settings exists and was kept (``overwrite`` replaces it); failed: see the 
 
 @dataclass(frozen=True)
 class Pair:
-    """One raster to super-resolve; ``output`` None means "named after the source"."""
+    """One raster to super-resolve; ``output`` None means "named after the source".
 
-    source: Path
-    guide: Path
+    A local source or guide is a :class:`~pathlib.Path`; a URL or GDAL path stays the ``str``
+    it was given as (``Path`` would fold ``https://`` into ``https:/``).
+    """
+
+    source: Path | str
+    guide: Path | str
     output: Path | None = None
 
 
@@ -116,6 +123,11 @@ def pairs_from_glob(
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     sources: dict[Path, None] = {}
     for pattern in patterns:
+        if is_remote(pattern):
+            raise InputError(
+                f"{pattern}: SOURCES are local files or globs (a URL or GDAL path cannot be "
+                "listed): give remote pairs in a --manifest"
+            )
         matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
         if not matches:
             raise InputError(f"no file matches {pattern!r}")
@@ -139,8 +151,9 @@ def pairs_from_manifest(csv_path: str | os.PathLike[str]) -> list[Pair]:
     """Pairs from a CSV with columns source, guide[, output] (a header row is optional).
 
     Relative source and guide paths are relative to the manifest's folder (so a manifest moves
-    with its data); a relative output is relative to the batch's output directory. Blank lines
-    and lines starting with ``#`` are ignored.
+    with its data); URLs and GDAL paths (``https://...``, ``s3://...``, ``/vsizip/...``) are
+    kept as they are. A relative output is relative to the batch's output directory and must
+    be local. Blank lines and lines starting with ``#`` are ignored.
     """
     path = Path(csv_path)
     try:
@@ -161,16 +174,35 @@ def pairs_from_manifest(csv_path: str | os.PathLike[str]) -> list[Pair]:
             raise InputError(
                 f"{path}, line {line_no}: expected 'source,guide[,output]', got {','.join(row)!r}"
             )
+        if is_remote(cells[2]):
+            raise InputError(
+                f"{path}, line {line_no}: the output {cells[2]} must be a local path (relative "
+                "to the output folder): inputs may be URLs, outputs are written locally"
+            )
         pairs.append(
             Pair(
-                base / Path(cells[0]).expanduser(),
-                base / Path(cells[1]).expanduser(),
+                _manifest_input(cells[0], base),
+                _manifest_input(cells[1], base),
                 Path(cells[2]).expanduser() if cells[2] else None,
             )
         )
     if not pairs:
         raise InputError(f"manifest {path} lists no pair")
     return pairs
+
+
+def _manifest_input(cell: str, base: Path) -> Path | str:
+    """A manifest's source or guide: a URL or GDAL path as written, a local path relative to
+    the manifest's folder."""
+    if is_remote(cell):
+        return cell
+    return base / Path(cell).expanduser()
+
+
+def local_inputs(pairs: Iterable[Pair]) -> set[Path]:
+    """The local sources and guides of ``pairs``, resolved (what no output may overwrite)."""
+    paths = (p for pair in pairs for p in (pair.source, pair.guide))
+    return {Path(p).resolve() for p in paths if not is_remote(p)}
 
 
 def output_path(pair: Pair, output_dir: Path, scale: int) -> Path:
@@ -271,7 +303,7 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
         f.write("\n")
 
 
-def footprint_wgs84(path: Path) -> dict[str, Any] | None:
+def footprint_wgs84(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The raster's footprint as a GeoJSON polygon in EPSG:4326 (RFC 7946: lon/lat, exterior
     ring counter-clockwise), or None when the file has no CRS or cannot be read.
 
@@ -304,7 +336,7 @@ def index_feature(record: PairRecord) -> dict[str, Any] | None:
     """A record's footprint feature: the output's when it exists, else the source's, so failed
     pairs show up on the map too."""
     for candidate in (record.output, record.source):
-        geometry = footprint_wgs84(Path(candidate))
+        geometry = footprint_wgs84(candidate)  # a string: a remote source stays a URL
         if geometry is not None:
             return {
                 "type": "Feature",
@@ -373,7 +405,7 @@ def run_batch(
     out_dir.mkdir(parents=True, exist_ok=True)
     report_file = Path(report_path) if report_path is not None else out_dir / REPORT_NAME
     index_file = Path(index_path) if index_path is not None else out_dir / INDEX_NAME
-    inputs = {p.source.resolve() for p in pairs} | {p.guide.resolve() for p in pairs}
+    inputs = local_inputs(pairs)
     earlier = _earlier_records(report_file, {str(o) for o in outputs})
     report = BatchReport(
         settings=_json_safe({"scale": scale, **dataclasses.asdict(config), **options}),

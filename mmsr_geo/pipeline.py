@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -34,7 +35,7 @@ from rasterio.windows import Window, from_bounds
 from rasterio.windows import transform as window_transform
 from shapely.geometry.base import BaseGeometry
 
-from .aoi import load_aoi
+from .aoi import Aoi, read_aoi
 from .atomic import remove_leftovers
 from .blending import blend_block
 from .checkpoints import TileCheckpoints, TileFacts, work_dir_for
@@ -67,6 +68,7 @@ from .raster_io import (
     open_raster,
     read_band,
     read_decimated,
+    remote_name,
     select_band,
     select_guide_bands,
 )
@@ -104,7 +106,8 @@ class UpscaleRequest:
     """HR guide raster on any grid/CRS overlapping the source."""
     scale: int
     output: str | os.PathLike[str] | None = None
-    """GeoTIFF to write; default ``<source stem>_x<scale>.tif`` (:func:`default_output_path`)."""
+    """Local GeoTIFF to write; default ``<source stem>_x<scale>.tif``
+    (:func:`default_output_path`)."""
     config: FitConfig = field(default_factory=FitConfig)
     """Fit settings; tile i uses seed ``config.seed + i``."""
     band: int | None = None
@@ -116,7 +119,7 @@ class UpscaleRequest:
     overlap: int | None = None
     """Overlap of neighbouring tiles in source pixels (default: about 32 output pixels)."""
     aoi: str | None = None
-    """GeoJSON file (EPSG:4326 unless it names a crs) or WKT (source CRS)."""
+    """GeoJSON file or http(s) URL (EPSG:4326 unless it names a crs) or WKT (source CRS)."""
     dtype: str = "float32"
     nodata: float | None = None
     """Output nodata (default: the source's, else -9999 for floats)."""
@@ -164,7 +167,7 @@ def default_output_path(source: str | os.PathLike[str], scale: int) -> Path:
     remote one (always a GeoTIFF)."""
     text = os.fspath(source)
     if is_remote(text):
-        stem = Path(text.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]).stem or "output"
+        stem = Path(remote_name(text)).stem or "output"
         return Path.cwd() / f"{stem}_x{scale}.tif"
     path = Path(text)
     return path.with_name(f"{path.stem}_x{scale}.tif")
@@ -266,6 +269,12 @@ def _prepare(run: PreparedRun) -> None:
             f"unsupported output dtype {request.dtype!r}: choose one of {', '.join(DTYPES)}"
         )
     inputs = [request.source, request.guide]
+    for what, path in (("output", request.output), ("preview", request.preview)):
+        if path is not None and is_remote(path):
+            raise InputError(
+                f"the {what} {os.fspath(path)} must be a local file: mmsr-geo reads URLs and GDAL "
+                "paths but writes local files (copy the result where it should go)"
+            )
     _check_path_option(run.output, "output", OUTPUT_SUFFIXES)
     if any(_same_file(run.output, p) for p in inputs):
         raise InputError(f"the output {run.output} would overwrite an input")
@@ -296,8 +305,10 @@ def _prepare(run: PreparedRun) -> None:
         )
     run.guide = stack.enter_context(AlignedGuide(run.guide_dataset, run.guide_bands, grid))
     run.common = check_overlap(run.guide_dataset, grid)
+    aoi: Aoi | None = None
     if request.aoi is not None:
-        run.aoi = load_aoi(request.aoi, grid.crs)
+        aoi = read_aoi(request.aoi)  # a file is read and a URL fetched once, here
+        run.aoi = aoi.geometry(grid.crs)
         if not run.aoi.intersects(run.common):
             raise OverlapError("the AOI does not overlap the area covered by source and guide")
 
@@ -315,7 +326,7 @@ def _prepare(run: PreparedRun) -> None:
         scale=grid.scale,
         tile_size=tile_size,
         overlap=overlap,
-        aoi=_aoi_record(request.aoi),
+        aoi=aoi.record() if aoi is not None else None,
         dtype=request.dtype,
         nodata=run.encoding.nodata,
         fit=request.config,
@@ -330,24 +341,21 @@ def _prepare(run: PreparedRun) -> None:
 
 
 def _input_record(path: str | os.PathLike[str], record_path: bool) -> InputFile:
-    """A local input by name and content; a remote one by its address (its bytes are not
-    downloaded just to be hashed)."""
+    """A local input by name and content; a remote one by its address, as given (its bytes
+    are not downloaded just to be hashed, so a remote file changed in place is not noticed).
+
+    The address is recorded as a hash unless the paths are asked for: like a local folder, a
+    host, bucket or signed query string is not written into every output.
+    """
     if is_remote(path):
         text = os.fspath(path)
-        return InputFile(name=text.rsplit("/", 1)[-1], fingerprint=text)
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+        return InputFile(
+            name=remote_name(text) or text,
+            fingerprint=f"address:{digest}",
+            path=text if record_path else None,
+        )
     return input_file(path, record_path)
-
-
-def _aoi_record(aoi: str | None) -> str | None:
-    """The AOI as recorded: WKT as given, a file by name and content fingerprint (so that
-    editing the file invalidates checkpoints, and its folder is not recorded)."""
-    if aoi is None:
-        return None
-    path = Path(aoi)
-    with contextlib.suppress(OSError):
-        if path.is_file():
-            return f"{path.name}#{input_file(path).fingerprint}"
-    return aoi
 
 
 def _encoding(run: PreparedRun) -> OutputEncoding:

@@ -35,12 +35,21 @@ def is_remote(path: str | os.PathLike[str]) -> bool:
     return "://" in text or text.startswith("/vsi")
 
 
+def remote_name(address: str | os.PathLike[str]) -> str:
+    """The file name at the end of a URL or GDAL path, without query or fragment
+    (``https://host/a/dem.tif?sig=...`` -> ``dem.tif``; ``zip://x.zip!dem.tif`` ->
+    ``dem.tif``); empty when the address ends in a folder."""
+    text = os.fspath(address).split("#", 1)[0].split("?", 1)[0]
+    return text.rstrip("/").rsplit("/", 1)[-1].rsplit("!", 1)[-1]
+
+
 def open_raster(path: str | os.PathLike[str], role: str) -> DatasetReader:
     """Open ``path`` for reading; a missing file or a non-raster is an :class:`InputError`.
 
     Local paths are checked first for a clear message; URLs and GDAL virtual paths are handed
-    to rasterio untouched. rasterio's NotGeoreferencedWarning is swallowed here: whether a
-    pair lacks georeferencing is decided (and reported once) by the pipeline.
+    to rasterio untouched (GDAL reads them by HTTP ranges, archives member by member).
+    rasterio's NotGeoreferencedWarning is swallowed here: whether a pair lacks georeferencing
+    is decided (and reported once) by the pipeline.
     """
     if not is_remote(path):
         local = Path(path)
@@ -53,6 +62,8 @@ def open_raster(path: str | os.PathLike[str], role: str) -> DatasetReader:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as exc:
+        if is_remote(path):  # a missing object, a refused connection or denied credentials
+            raise InputError(f"cannot open the {role} {path}: {_cause(exc)}") from None
         raise InputError(f"{role} {path} is not a raster GDAL can read ({_cause(exc)})") from None
 
 
