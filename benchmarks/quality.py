@@ -51,7 +51,8 @@ from mmsr_geo.evaluation import (  # noqa: E402
 )
 from mmsr_geo.fit import FitConfig, fit  # noqa: E402
 from mmsr_geo.normalisation import fill_invalid  # noqa: E402
-from mmsr_geo.strategies import STRATEGIES  # noqa: E402
+from mmsr_geo.selection import self_validate  # noqa: E402
+from mmsr_geo.strategies import AUTO_CANDIDATES, STRATEGIES  # noqa: E402
 
 DEFAULT_MIDDLEBURY = ROOT.parent / "shared" / "data" / "middlebury"
 
@@ -172,6 +173,67 @@ def run_case(
     ]
 
 
+def run_selection(case: Case, budget: int, base: FitConfig) -> dict[str, Any]:
+    """What ``auto`` would choose for this case and budget, from the LR source alone."""
+    reference = crop_to_multiple(case.reference, case.scale)
+    mask = crop_to_multiple(case.mask, case.scale)
+    guide = crop_to_multiple(case.guide, case.scale)
+    lr = pool(np.where(mask, reference, np.nan), case.scale)
+    valid = np.isfinite(lr)
+    started = time.perf_counter()
+    choice = self_validate(
+        fill_invalid(np.where(valid, lr, 0.0), valid), guide, case.scale, base,
+        AUTO_CANDIDATES, mask=None if valid.all() else valid, iterations=budget,
+    )
+    return {
+        "dataset": case.dataset,
+        "name": case.name,
+        "scale": case.scale,
+        "strategy": "auto",
+        "budget": budget,
+        "picked": None if choice is None else choice.strategy,
+        "selection": None if choice is None else choice.scores,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def selection_table(records: list[dict[str, Any]]) -> str:
+    """How often ``auto`` picked the candidate with the lower true RMSE at that budget."""
+    picks = [r for r in records if r["strategy"] == "auto"]
+    fits = {
+        (r["dataset"], r["name"], r["scale"], r["strategy"], r["budget"]): r["rmse"]
+        for r in records
+        if r["strategy"] != "auto" and r["iterations"] == r["budget"]
+    }
+    lines = [
+        "",
+        f"Self-validation one scale down (candidates {', '.join(AUTO_CANDIDATES)}): what it "
+        "picked from the LR source alone against the candidate with the lower RMSE against "
+        "the reference, and the RMSE of each.",
+        "",
+        "| dataset | image | scale | budget | picked | true best | RMSE picked | RMSE best | "
+        "bicubic one scale down / picked one scale down | seconds |",
+        "|---|---|---|---|---|---|---:|---:|---|---:|",
+    ]
+    right = total = 0
+    for p in picks:
+        key = (p["dataset"], p["name"], p["scale"])
+        true = {c: fits.get((*key, c, p["budget"])) for c in AUTO_CANDIDATES}
+        if p["picked"] is None or any(v is None for v in true.values()):
+            continue
+        best = min(true, key=lambda c: true[c])
+        total += 1
+        right += best == p["picked"]
+        sel = p["selection"]
+        lines.append(
+            f"| {p['dataset']} | {p['name']} | x{p['scale']} | {p['budget']} | {p['picked']} | "
+            f"{best} | {true[p['picked']]:.3f} | {true[best]:.3f} | "
+            f"{sel['bicubic']:.3f} / {sel[p['picked']]:.3f} | {p['seconds']:.0f} |"
+        )
+    lines.insert(1, f"Picked the better candidate in **{right} of {total}** cases.")
+    return "\n".join(lines)
+
+
 def _done(log: Path) -> set[tuple]:
     if not log.exists():
         return set()
@@ -227,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--write", type=Path)
     parser.add_argument("--note", default="", help="a sentence on the run for the report")
+    parser.add_argument(
+        "--select", action="store_true", help="also record what auto picks for each budget"
+    )
     args = parser.parse_args(argv)
     datasets = args.datasets.split(",")
     strategies = args.strategies.split(",")
@@ -261,7 +326,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"{final['rmse']:.3f} (bicubic {bic:.3f}) in {final['seconds']:.0f} s",
                     flush=True,
                 )
+        if args.select:
+            for budget in budgets:
+                if (case.dataset, case.name, case.scale, "auto", budget) in done:
+                    continue
+                record = run_selection(case, budget, base)
+                with args.log.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+                print(f"{case.dataset} {case.name} x{case.scale} auto {budget}: picked "
+                      f"{record['picked']} {record['selection']}", flush=True)
     records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    fits = [r for r in records if r["strategy"] != "auto"]
     text = "\n".join(
         [
             "## Quality vs iterations, per strategy (`benchmarks/quality.py`)",
@@ -274,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             + ".",
             "",
             f"Machine: {machine_description()}. {args.note}",
-            tables(records, bicubic),
+            tables(fits, bicubic),
+            selection_table(records),
         ]
     )
     print(text)

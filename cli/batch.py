@@ -134,7 +134,8 @@ def batch(
     band: int | None,
     guide_bands: tuple[int, ...] | None,
     preset: str,
-    iterations: int,
+    schedule: str,
+    iterations: int | None,
     features: int,
     seed: int,
     device: str,
@@ -174,7 +175,7 @@ def batch(
         pairs = pairs_from_manifest(manifest)
     else:
         pairs = pairs_from_glob(sources, GuideRule.parse(guide_pattern, guide_dir))
-    config = fit_config(preset, iterations, features, seed, device, precision)
+    config = fit_config(preset, features, seed, device, precision)
     gpu = gpu_per_task or device.startswith("cuda")
     lines = not quiet and not isinstance(progress, JsonProgress)
     with executor_from_options(
@@ -191,6 +192,8 @@ def batch(
             index_path=index,
             on_pair=_echo_pair if lines else None,
             progress=progress,
+            schedule=schedule,
+            iterations=iterations,
             band=band,
             guide_bands=guide_bands,
             tile_size=tile_size,

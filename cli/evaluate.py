@@ -24,6 +24,7 @@ from mmsr_geo.evaluation import (
 from mmsr_geo.fit import PRECISIONS, FitConfig
 from mmsr_geo.presets import PRESETS
 from mmsr_geo.progress import Progress
+from mmsr_geo.strategies import AUTO, SCHEDULES
 
 from .common import reporting_command
 
@@ -105,11 +106,18 @@ def format_table(scores: list[PairScores], mean: PairScores) -> str:
     "super-resolved back.",
 )
 @click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default=AUTO,
+    show_default=True,
+    help="How the fit spends its iterations, as for 'upscale' (auto: chosen from the LR "
+    "source alone, one scale down; paper: the paper's exact fit).",
+)
+@click.option(
     "--iterations",
     type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Optimisation steps per image (the paper uses 1000; fewer is faster and worse).",
+    help="Optimisation steps per image [default: the schedule's: 300 for auto's candidates, "
+    "1000 for paper].",
 )
 @click.option(
     "--preset",
@@ -154,7 +162,8 @@ def evaluate(
     reference: Path,
     guide: Path | None,
     scale: int,
-    iterations: int,
+    schedule: str,
+    iterations: int | None,
     preset: str | None,
     device: str,
     seed: int,
@@ -212,16 +221,15 @@ def evaluate(
         n_images = 1
         pairs = iter([(pair.name, pair.reference, pair.guide, pair.mask, pair.pixel_size)])
 
-    config = FitConfig.from_preset(
-        preset, iterations=iterations, seed=seed, device=device, precision=precision
-    )
+    config = FitConfig.from_preset(preset, seed=seed, device=device, precision=precision)
+    budget = iterations or (config.iterations if schedule == "paper" else None)
 
     scores: list[PairScores] = []
     progress.begin(
         name=Path(reference).name,
         tiles=n_images,
         resumed=0,
-        iterations=iterations,
+        iterations=budget or 0,
         device=str(resolve_device(device)),
         unit="image",
     )
@@ -235,6 +243,8 @@ def evaluate(
             mask=mask,
             name=name,
             progress=progress.iteration,
+            schedule=schedule,
+            iterations=iterations,
         )
         scores.append(score)
         progress.tile_finished(score.seconds)
@@ -247,6 +257,7 @@ def evaluate(
             "reference": str(reference),
             "guide": None if guide is None else str(guide),
             "scale": scale,
+            "schedule": schedule,
             "iterations": iterations,
             "preset": preset,
             "s2g_kernel": config.s2g_kernel,
@@ -260,7 +271,8 @@ def evaluate(
         click.echo(json.dumps(document, indent=2))
     else:
         click.echo(
-            f"x{scale}, {iterations} iterations, preset {preset} "
+            f"x{scale}, schedule {schedule} ({mean.strategy}, "
+            f"{mean.iterations_used:g} iterations), preset {preset} "
             f"({config.s2g_kernel}/{config.g2s_kernel}), device {mean.device}"
         )
         click.echo(format_table(scores, mean))

@@ -17,6 +17,7 @@ import click
 
 from mmsr_geo.fit import PRECISIONS, FitConfig
 from mmsr_geo.presets import PRESETS
+from mmsr_geo.strategies import AUTO, SCHEDULES
 from mmsr_geo.writer import DTYPES
 
 from .params import BAND_LIST, BATCH_TILES, CREATION_OPTION, DEVICE, SCALE
@@ -51,11 +52,20 @@ fit_options = _group(
         "(DEM, DSM, thermal).",
     ),
     click.option(
+        "--schedule",
+        type=click.Choice(SCHEDULES),
+        default=AUTO,
+        show_default=True,
+        help="How each tile's fit spends its iterations. auto: chosen per raster from the data, "
+        "by fitting the candidates on the source pooled once more and keeping the one that "
+        "reproduces the source best (README, 'Method'); paper: the paper's exact fit (1000 "
+        "iterations, step decay); or one strategy by name.",
+    ),
+    click.option(
         "--iterations",
         type=click.IntRange(min=1),
-        default=1000,
-        show_default=True,
-        help="Optimisation steps per tile (the paper's 1000; fewer for a quick look).",
+        help="Optimisation steps per tile [default: the schedule's: 300 for auto's candidates, "
+        "1000 for paper].",
     ),
     click.option(
         "--features",
@@ -227,15 +237,9 @@ upscale_options = _group(
 upscale`` take them (see :func:`mmsr_geo_cli.upscale.run_upscale`)."""
 
 
-def fit_config(
-    preset: str, iterations: int, features: int, seed: int, device: str, precision: str
-) -> FitConfig:
-    """The :class:`FitConfig` that ``fit_options`` describe."""
+def fit_config(preset: str, features: int, seed: int, device: str, precision: str) -> FitConfig:
+    """The base :class:`FitConfig` that ``fit_options`` describe (``--schedule`` and
+    ``--iterations`` go with it into the request and size it to a strategy)."""
     return FitConfig.from_preset(
-        preset,
-        iterations=iterations,
-        features=features,
-        seed=seed,
-        device=device,
-        precision=precision,
+        preset, features=features, seed=seed, device=device, precision=precision
     )

@@ -63,7 +63,8 @@ def run_upscale(
     band: int | None,
     guide_bands: tuple[int, ...] | None,
     preset: str,
-    iterations: int,
+    schedule: str,
+    iterations: int | None,
     features: int,
     seed: int,
     device: str,
@@ -90,7 +91,7 @@ def run_upscale(
     """The run both commands make: the request from the options (those of
     :data:`~mmsr_geo_cli.options.upscale_options`), then prepare, refuse an existing output,
     execute on the chosen executor, and a one-line summary."""
-    config = fit_config(preset, iterations, features, seed, device, precision)
+    config = fit_config(preset, features, seed, device, precision)
     pipeline_log = logging.getLogger("mmsr_geo.pipeline")
     if not quiet and pipeline_log.getEffectiveLevel() > logging.INFO:
         pipeline_log.setLevel(logging.INFO)  # the tile count and device are always worth seeing
@@ -100,6 +101,8 @@ def run_upscale(
         scale,
         output=output,
         config=config,
+        schedule=schedule,
+        iterations=iterations,
         band=band,
         guide_bands=guide_bands,
         tile_size=tile_size,
@@ -130,10 +133,16 @@ def run_upscale(
             if not math.isnan(report.mean_cycle_rmse)
             else ""
         )
+        gain = (
+            f", expected {100 * report.expected_gain:.0f}% below bicubic"
+            if report.expected_gain is not None
+            else ""
+        )
         click.echo(
             f"Wrote {report.output}: {count(report.tiles_total, 'tile')} "
             f"({report.tiles_fitted} fitted, {report.tiles_resumed} resumed, "
-            f"{report.tiles_skipped} skipped) in {report.seconds:.1f} s on {report.device}{rmse}",
+            f"{report.tiles_skipped} skipped) in {report.seconds:.1f} s on {report.device}, "
+            f"schedule {report.strategy}{gain}{rmse}",
             err=True,
         )
 

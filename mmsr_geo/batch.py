@@ -262,6 +262,8 @@ class PairRecord:
     """Tiles with no valid output pixel."""
     cycle_rmse: float | None = None
     device: str | None = None
+    strategy: str | None = None
+    """How the output's tiles were fitted (the strategy ``auto`` chose, or the one asked)."""
     error: str | None = None
 
 
@@ -517,6 +519,7 @@ def _run_pair(
                 record.tiles_skipped = result.tiles_skipped
                 record.cycle_rmse = result.mean_cycle_rmse
                 record.device = result.device
+                record.strategy = result.strategy
     except Exception as exc:
         log.debug("%s failed", pair.source, exc_info=True)
         record.status = "failed"
@@ -556,6 +559,7 @@ def output_state(run: PreparedRun) -> tuple[str, str, dict[str, Any]]:
 def _fill_from_tags(record: PairRecord, facts: Mapping[str, Any]) -> None:
     """A skipped pair's record from what its output recorded when it was made."""
     record.cycle_rmse = facts.get("mean_cycle_rmse")
+    record.strategy = facts.get("strategy")
     devices = facts.get("devices")
     record.device = ",".join(devices) if isinstance(devices, list) else None
 

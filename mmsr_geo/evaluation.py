@@ -27,6 +27,8 @@ from PIL import Image
 from .errors import InputError
 from .fit import FitConfig, ProgressCallback, fit
 from .normalisation import fill_invalid
+from .selection import self_validate
+from .strategies import AUTO, AUTO_CANDIDATES, resolve_schedule, strategy
 
 PixelSize = float | tuple[float, float]
 """Ground size of one pixel: one number for square pixels, else (x size, y size)."""
@@ -211,6 +213,12 @@ class PairScores:
     device: str = ""
     pixels: int = 0
     """Reference pixels scored (for the mean row: the mean over images)."""
+    strategy: str = ""
+    """The fitting strategy used (``custom`` for a FitConfig used as given)."""
+    iterations_used: float = 0
+    """Iterations of the fit (for the mean row: the mean over images)."""
+    selection: dict[str, float] | None = None
+    """With the ``auto`` schedule: each candidate's RMSE one scale down (and bicubic's)."""
 
     def as_dict(self) -> dict[str, float | str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -226,6 +234,8 @@ def evaluate_pair(
     mask: np.ndarray | None = None,
     name: str = "",
     progress: ProgressCallback | None = None,
+    schedule: str | None = None,
+    iterations: int | None = None,
 ) -> PairScores:
     """Run the paper's protocol on one (H, W) reference and its (C, H, W) guide.
 
@@ -243,6 +253,9 @@ def evaluate_pair(
             valid only when its whole block is, so that no LR value is a partial average.
         name: label carried into the scores.
         progress: forwarded to :func:`mmsr_geo.fit.fit`.
+        schedule, iterations: how the fit spends its iterations, as for ``upscale``
+            (:func:`mmsr_geo.strategies.resolve_schedule`): with ``auto`` the strategy is
+            chosen one scale down from the LR source alone (the reference is never seen).
     """
     _check_scale(scale)
     reference = np.asarray(reference, dtype=np.float64)
@@ -284,15 +297,17 @@ def evaluate_pair(
             "so there is no LR pixel to learn from"
         )
     lr_filled = fill_invalid(np.where(lr_valid, lr, 0.0), lr_valid)
+    mask = None if lr_valid.all() else lr_valid
+    chosen, config = resolve_schedule(config, schedule, iterations)
+    choice = None
+    if chosen == AUTO:
+        choice = self_validate(
+            lr_filled, guide, scale, config, AUTO_CANDIDATES, mask=mask, iterations=iterations
+        )
+        chosen = choice.strategy if choice is not None else AUTO_CANDIDATES[0]
+        config = strategy(chosen).config(config, iterations)
 
-    result = fit(
-        lr,
-        guide,
-        scale,
-        config,
-        mask=None if lr_valid.all() else lr_valid,
-        progress=progress,
-    )
+    result = fit(lr_filled, guide, scale, config, mask=mask, progress=progress)
     bicubic = bicubic_upsample(lr_filled, scale)
     prediction = result.prediction.astype(np.float64)
 
@@ -311,6 +326,9 @@ def evaluate_pair(
         seconds=result.seconds,
         device=result.device,
         pixels=int(valid.sum()),
+        strategy=chosen,
+        iterations_used=result.iterations,
+        selection=None if choice is None else choice.scores,
         **slope_scores,
     )
 
@@ -342,6 +360,8 @@ def summarise(scores: Sequence[PairScores], name: str = "mean") -> PairScores:
         seconds=mean("seconds"),
         device=",".join(devices),
         pixels=int(round(mean("pixels") or 0)),
+        strategy=",".join(dict.fromkeys(s.strategy for s in scores)),
+        iterations_used=mean("iterations_used") or 0,
     )
 
 

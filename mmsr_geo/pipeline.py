@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ from rasterio.windows import transform as window_transform
 from shapely.geometry.base import BaseGeometry
 
 from .aoi import Aoi, read_aoi
-from .atomic import remove_leftovers
+from .atomic import atomic_file, remove_leftovers
 from .blending import blend_block
 from .checkpoints import TileCheckpoints, TileFacts, work_dir_for
 from .devices import resolve_device
@@ -72,7 +73,9 @@ from .raster_io import (
     select_band,
     select_guide_bands,
 )
+from .selection import Choice, self_validate
 from .settings import InputFile, RunSettings, input_file
+from .strategies import AUTO, AUTO_CANDIDATES, resolve_schedule, strategy
 from .tiling import TilePlan, plan_tiles, tile_intersects
 from .writer import (
     BLOCK_SIZE,
@@ -108,8 +111,15 @@ class UpscaleRequest:
     output: str | os.PathLike[str] | None = None
     """Local GeoTIFF to write; default ``<source stem>_x<scale>.tif``
     (:func:`default_output_path`)."""
-    config: FitConfig = field(default_factory=FitConfig)
-    """Fit settings; tile i uses seed ``config.seed + i``."""
+    config: FitConfig | None = None
+    """Fit settings (tile i uses seed ``config.seed + i``); None: the tool's default, i.e.
+    :class:`FitConfig` with the ``auto`` schedule. Given without a ``schedule``, used exactly."""
+    schedule: str | None = None
+    """``auto`` (chosen per raster by self-validation one scale down, see
+    :mod:`mmsr_geo.selection`), a strategy of :data:`mmsr_geo.strategies.STRATEGIES`
+    (``paper``: the paper's exact fit), or None (see ``config``)."""
+    iterations: int | None = None
+    """Iterations for the schedule's strategy (None: its own budget)."""
     band: int | None = None
     """1-based source band (required if the source has several)."""
     guide_bands: tuple[int, ...] | None = None
@@ -157,6 +167,10 @@ class UpscaleReport:
     """Mean over the fitted and resumed tiles of their cycle RMSE (source units); NaN if none."""
     device: str
     """Devices the tiles were fitted on (comma-separated)."""
+    strategy: str = "custom"
+    """How the tiles were fitted (the strategy ``auto`` chose, or the one asked for)."""
+    expected_gain: float | None = None
+    """With ``auto``: 1 - RMSE(choice) / RMSE(bicubic) one scale down."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -197,6 +211,10 @@ class PreparedRun:
         self.guide: AlignedGuide
         self.common: BaseGeometry
         self.aoi: BaseGeometry | None = None
+        self.schedule, self.base = resolve_schedule(
+            request.config, request.schedule, request.iterations
+        )
+        self.choice: Choice | None = None
         self.plan: TilePlan
         self.encoding: OutputEncoding
         self.settings: RunSettings
@@ -209,7 +227,18 @@ class PreparedRun:
 
     @property
     def config(self) -> FitConfig:
-        return self.settings.fit
+        """The fit's configuration: the base one, or the chosen strategy's once ``auto`` has
+        chosen (:func:`choose_strategy`)."""
+        if self.schedule == AUTO and self.choice is not None:
+            return strategy(self.choice.strategy).config(self.base, self.request.iterations)
+        return self.base
+
+    @property
+    def strategy_name(self) -> str:
+        """The strategy the tiles are fitted with (``custom``: a FitConfig as given)."""
+        if self.schedule == AUTO:
+            return self.choice.strategy if self.choice is not None else AUTO
+        return self.schedule
 
     @functools.cached_property
     def statistics(self) -> tuple[Normalisation, tuple[float, float]]:
@@ -329,7 +358,9 @@ def _prepare(run: PreparedRun) -> None:
         aoi=aoi.record() if aoi is not None else None,
         dtype=request.dtype,
         nodata=run.encoding.nodata,
-        fit=request.config,
+        fit=run.base,
+        schedule=run.schedule,
+        budget=request.iterations,
         creation_options=tuple(sorted(request.creation_options.items())),
         cog=request.cog,
     )
@@ -393,11 +424,12 @@ def _statistics(run: PreparedRun) -> tuple[Normalisation, tuple[float, float]]:
 
 
 def check_value_range(run: PreparedRun) -> None:
-    """Refuse an integer output type that cannot hold the source's values (they would all
-    be clipped, and the output would be garbage), before any tile is fitted."""
+    """Refuse a source without valid pixels, and an integer output type that cannot hold the
+    source's values (they would all be clipped, and the output would be garbage), before any
+    tile is fitted."""
+    _, (low, high) = run.statistics
     if is_float(run.encoding.dtype):
         return
-    _, (low, high) = run.statistics
     lo, hi = run.encoding.physical_range()
     if low < lo or high > hi:
         raise InputError(
@@ -417,6 +449,72 @@ def check_output_free(run: PreparedRun) -> None:
     """An existing output is only replaced with ``overwrite``."""
     if run.output.exists() and not run.request.overwrite:
         raise OutputExistsError(f"{run.output} exists: use --overwrite to replace it")
+
+
+CHOICE_NAME = "choice.json"
+
+
+def choose_strategy(run: PreparedRun) -> None:
+    """For the ``auto`` schedule: pick the strategy one scale down on the tile nearest the
+    raster's centre (:func:`mmsr_geo.selection.self_validate`), once per raster. The choice is
+    kept in the work folder, so a resumed run fits its remaining tiles the same way."""
+    if run.schedule != AUTO or run.choice is not None:
+        return
+    saved = run.work_dir / CHOICE_NAME
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        record = json.loads(saved.read_text(encoding="utf-8"))
+        run.choice = Choice(strategy=record["strategy"], scores=record["scores"])
+        return
+    job = _sample_job(run)
+    choice = None
+    if job is not None:
+        choice = self_validate(
+            job.source,
+            job.guide,
+            run.grid.scale,
+            run.base,
+            AUTO_CANDIDATES,
+            mask=job.source_valid,
+            stats=job.stats,
+            iterations=run.request.iterations,
+        )
+    run.choice = choice or Choice(strategy=AUTO_CANDIDATES[0])
+    if choice is None:
+        log.info("too little data to choose one scale down: using %s", run.choice.strategy)
+    else:
+        gain = choice.expected_gain
+        log.info(
+            "schedule %s, chosen one scale down (RMSE %s)%s",
+            choice.strategy,
+            ", ".join(f"{name} {value:.4g}" for name, value in choice.scores.items()),
+            f": expect about {100 * gain:.0f}% below bicubic" if gain is not None else "",
+        )
+    with atomic_file(saved) as tmp:
+        tmp.write_text(
+            json.dumps({"strategy": run.choice.strategy, "scores": run.choice.scores}),
+            encoding="utf-8",
+        )
+
+
+SAMPLE_MIN = 16
+"""Self-validation samples at least this many x scale source pixels a side (the pooled pair
+then has 16 pixels a side), or the whole raster when it is smaller."""
+
+
+def _sample_job(run: PreparedRun) -> TileJob | None:
+    """The source window self-validation looks at: a tile's size (at least
+    :data:`SAMPLE_MIN` x scale pixels a side) at the raster's centre, or, when that one has no
+    valid output, the first tile of the plan that has."""
+    grid, plan = run.grid, run.plan
+    side = max(plan.tile_size, SAMPLE_MIN * grid.scale)
+    width, height = min(side, grid.lr_width), min(side, grid.lr_height)
+    centre = Window(
+        (grid.lr_width - width) // 2, (grid.lr_height - height) // 2, width, height
+    )
+    job = _read_job(run, -1, centre)
+    if job is not None:
+        return job
+    return next(_jobs(run, set(range(len(plan))), lambda index: None), None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,6 +545,7 @@ def execute(
             done = checkpoints.open()
             _check_memory(run, executor)
             check_value_range(run)
+            choose_strategy(run)
             device = _device_label(run.config, executor)
             log.info(
                 "%s of %dx%d source pixels (%d already done), %d iterations each, on %s",
@@ -489,6 +588,8 @@ def execute(
         seconds=time.perf_counter() - started,
         mean_cycle_rmse=float(np.mean(rmse)) if rmse else float("nan"),
         device=",".join(devices),
+        strategy=run.strategy_name,
+        expected_gain=None if run.choice is None else run.choice.expected_gain,
     )
     progress.end(report.as_dict())
     return report
@@ -514,9 +615,7 @@ def upscale_raster(
     """
     if "guide_bands" in options and options["guide_bands"] is not None:
         options["guide_bands"] = tuple(options["guide_bands"])
-    request = UpscaleRequest(
-        source, guide, scale, output=output, config=config or FitConfig(), **options
-    )
+    request = UpscaleRequest(source, guide, scale, output=output, config=config, **options)
     with prepare(request) as run:
         check_output_free(run)
         return execute(run, executor, progress)
@@ -555,44 +654,50 @@ def _jobs(
 ) -> Iterator[TileJob]:
     """Read each pending tile into a job, lazily; tiles without a valid output pixel are
     reported to ``on_skip`` (with their index) instead."""
-    grid, s = run.grid, run.grid.scale
-    stats, _ = run.statistics
-    max_hole = max_hole_pixels(s)
     for tile in run.plan:
         if tile.index not in pending:
             continue
-        if not tile_intersects(tile, run.aoi, grid.lr_transform):
+        job = None
+        if tile_intersects(tile, run.aoi, run.grid.lr_transform):
+            job = _read_job(run, tile.index, tile.lr_window)
+        if job is None:
             on_skip(tile.index)
-            continue
-        values, source_valid = read_band(run.source, run.band, tile.lr_window)
-        if not source_valid.any():
-            on_skip(tile.index)
-            continue
-        hr_transform = window_transform(tile.hr_window, grid.transform)
-        guide_values, guide_valid = run.guide.read(tile.hr_window)
-        shape = guide_valid.shape
-        covered = geometry_mask([run.common], out_shape=shape, transform=hr_transform, invert=True)
-        usable = guide_valid | (guide_holes(guide_valid, max_hole) & covered)
-        output_valid = np.repeat(np.repeat(source_valid, s, axis=0), s, axis=1) & usable
-        if run.aoi is not None:
-            output_valid &= geometry_mask(
-                [run.aoi], out_shape=shape, transform=hr_transform, invert=True
-            )
-        if not output_valid.any():
-            on_skip(tile.index)
-            continue
-        yield TileJob(
-            index=tile.index,
-            lr_window=tile.lr_window,
-            hr_window=tile.hr_window,
-            source=values,
-            source_valid=source_valid,
-            guide=fill_guide(guide_values, guide_valid),
-            output_valid=output_valid,
-            scale=s,
-            stats=stats,
-            config=dataclasses.replace(run.config, seed=run.config.seed + tile.index),
+        else:
+            yield job
+
+
+def _read_job(run: PreparedRun, index: int, lr_window: Window) -> TileJob | None:
+    """The job of one LR window (and its HR counterpart), or None when no output pixel of it
+    would be valid (no source data, no guide, outside the AOI)."""
+    grid, s = run.grid, run.grid.scale
+    values, source_valid = read_band(run.source, run.band, lr_window)
+    if not source_valid.any():
+        return None
+    hr_window = grid.hr_window(lr_window)
+    hr_transform = window_transform(hr_window, grid.transform)
+    guide_values, guide_valid = run.guide.read(hr_window)
+    shape = guide_valid.shape
+    covered = geometry_mask([run.common], out_shape=shape, transform=hr_transform, invert=True)
+    usable = guide_valid | (guide_holes(guide_valid, max_hole_pixels(s)) & covered)
+    output_valid = np.repeat(np.repeat(source_valid, s, axis=0), s, axis=1) & usable
+    if run.aoi is not None:
+        output_valid &= geometry_mask(
+            [run.aoi], out_shape=shape, transform=hr_transform, invert=True
         )
+    if not output_valid.any():
+        return None
+    return TileJob(
+        index=index,
+        lr_window=lr_window,
+        hr_window=hr_window,
+        source=values,
+        source_valid=source_valid,
+        guide=fill_guide(guide_values, guide_valid),
+        output_valid=output_valid,
+        scale=s,
+        stats=run.statistics[0],
+        config=dataclasses.replace(run.config, seed=run.config.seed + index),
+    )
 
 
 def _batch_size(run: PreparedRun, executor: TileExecutor) -> int:
@@ -728,7 +833,7 @@ def _write_stage(
             counts.add(block_counts)
             dst.write(stored, 1, window=window)
             progress.blocks_written(number, len(windows))
-        dst.update_tags(**provenance_tags(run.settings.record(), _run_facts(cache)))
+        dst.update_tags(**provenance_tags(run.settings.record(), _run_facts(run, cache)))
         description = run.source.descriptions[run.band - 1] or f"band {run.band}"
         dst.set_band_description(1, f"{description} x{grid.scale} (MMSR)")
         units = run.source.units[run.band - 1] if run.source.units else None
@@ -741,8 +846,10 @@ def _write_stage(
     return cache.facts
 
 
-def _run_facts(cache: _TileCache) -> dict[str, Any]:
-    """Facts of the result for the ``MMSR_RUN`` tag: devices, tiles with data, cycle RMSE.
+def _run_facts(run: PreparedRun, cache: _TileCache) -> dict[str, Any]:
+    """Facts of the result for the ``MMSR_RUN`` tag: the strategy (and, when ``auto`` chose
+    it, every candidate's score one scale down), devices, precisions, tiles with data, cycle
+    RMSE, iterations used.
 
     Only what the result determines (no timings, no count of resumed tiles), so a resumed
     run writes the very bytes of an uninterrupted one.
@@ -750,6 +857,8 @@ def _run_facts(cache: _TileCache) -> dict[str, Any]:
     facts = list(cache.facts.values())
     iterations = [f.iterations for f in facts]
     return {
+        "strategy": run.strategy_name,
+        "selection": None if run.choice is None else run.choice.scores,
         "devices": sorted({f.device for f in facts if f.device}),
         "precisions": sorted({f.precision for f in facts}),
         "tiles_with_data": len(facts),

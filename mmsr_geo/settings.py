@@ -92,7 +92,13 @@ class RunSettings:
     dtype: str
     nodata: float
     fit: FitConfig
-    """The fit's settings; its ``device`` is not part of the run's identity."""
+    """The fit's settings; its ``device`` is not part of the run's identity. With schedule
+    ``auto`` its iteration and schedule fields are replaced by the chosen strategy's."""
+    schedule: str = "custom"
+    """``custom`` (``fit`` exactly), a strategy name, or ``auto`` (chosen from the data)."""
+    budget: int | None = None
+    """Iterations asked for ``auto``'s strategy (None: the strategy's own); recorded as the
+    ``iterations`` setting."""
     creation_options: tuple[tuple[str, str], ...] = ()
     cog: bool = False
     version: str = __version__
@@ -101,6 +107,8 @@ class RunSettings:
         """The fields that decide the output's pixel values (plain data)."""
         fit = dataclasses.asdict(self.fit)
         del fit["device"]
+        if self.schedule == "auto":  # the chosen strategy sizes the rest; what was asked counts
+            fit["iterations"] = self.budget
         return {
             "version": self.version,
             "source": self.source.name,
@@ -116,6 +124,7 @@ class RunSettings:
             "dtype": self.dtype,
             "nodata": self.nodata,
             **fit,
+            "schedule": self.schedule,
         }
 
     def output_fields(self) -> dict[str, Any]:

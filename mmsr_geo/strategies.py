@@ -61,11 +61,42 @@ STRATEGIES: dict[str, Strategy] = {
 }
 
 
+AUTO = "auto"
+AUTO_CANDIDATES: tuple[str, ...] = ("residual-cosine", "cosine-avg")
+"""What ``auto`` chooses between, one scale down (:mod:`mmsr_geo.selection`)."""
+CUSTOM = "custom"
+"""A :class:`FitConfig` used exactly as given."""
+SCHEDULES = (AUTO, *STRATEGIES)
+
+
+def resolve_schedule(
+    config: FitConfig | None, schedule: str | None, iterations: int | None = None
+) -> tuple[str, FitConfig]:
+    """(schedule, configuration) of a request.
+
+    No config and no schedule: ``auto`` (the tool's default). A config without a schedule is
+    used exactly (``custom``; ``iterations`` must then be None: the config has its own). A
+    strategy name sizes the config's other settings (kernels, features, seed, device,
+    precision) to that strategy, for ``iterations`` or the strategy's budget. ``auto`` returns
+    the base configuration: the strategy is chosen later, from the data.
+    """
+    base = config or FitConfig()
+    if schedule is None:
+        if config is not None:
+            if iterations is not None:
+                raise InputError("give the iterations in the FitConfig, or name a schedule")
+            return CUSTOM, config
+        schedule = AUTO
+    if schedule == AUTO:
+        return AUTO, base
+    return schedule, strategy(schedule).config(base, iterations)
+
+
 def strategy(name: str) -> Strategy:
     """A strategy by name, with a clear error for an unknown one."""
     try:
         return STRATEGIES[name]
     except KeyError:
         raise InputError(
-            f"unknown schedule {name!r}: choose one of {', '.join(STRATEGIES)}"
+            f"unknown schedule {name!r}: choose one of {', '.join(SCHEDULES)}"
         ) from None

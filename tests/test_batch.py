@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 FAST = [
     "-s",
     "2",
+    "--schedule",
+    "paper",
     "--iterations",
     "2",
     "--features",
@@ -217,6 +219,8 @@ def test_bad_pair_fails_alone_and_reruns_skip_finished_outputs(tmp_path: Path):
         2,
         output=output,
         config=same,
+        schedule="paper",
+        iterations=2,
         tile_size=8,
         overlap=2,
     )

@@ -26,7 +26,7 @@ from mmsr_geo.fit import FitConfig
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG = FitConfig(iterations=2, features=4, s2g_kernel=5, g2s_kernel=3, seed=0, device="cpu")
-OPTIONS = {"tile_size": 8, "overlap": 2}
+OPTIONS = {"tile_size": 8, "overlap": 2, "schedule": "paper", "iterations": 2}
 """The same settings as the CLI's FAST (remote-sensing preset = kernels 5/3)."""
 
 

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 LR = 24
 ITERATIONS = 4
-SETTINGS = ["-s", "2", "--iterations", str(ITERATIONS), "--features", "4", "--tile-size", "6",
-            "--overlap", "2", "--device", "cpu", "--seed", "0", "-q"]
+SETTINGS = ["-s", "2", "--schedule", "paper", "--iterations", str(ITERATIONS), "--features",
+            "4", "--tile-size", "6", "--overlap", "2", "--device", "cpu", "--seed", "0", "-q"]
 """A 24x24 source in 36 tiles: long enough to be caught mid-raster, a few seconds in all."""
 TILES = 36
 
@@ -88,6 +88,8 @@ def test_interrupted_and_killed_batch_resumes_to_the_uninterrupted_output(tmp_pa
         ),
         tile_size=6,
         overlap=2,
+        schedule="paper",
+        iterations=ITERATIONS,
     )
     assert uninterrupted.records[0].tiles_fitted == TILES
     np.testing.assert_array_equal(read(final), read(uninterrupted.records[0].output))

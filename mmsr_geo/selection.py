@@ -1,0 +1,116 @@
+"""Self-validation one scale down: let the data choose how to fit.
+
+Which strategy fits best depends on the data (BENCHMARKS.md, "Quality vs iterations"): a fit
+that starts from bicubic wins on smooth DEMs and loses on depth maps with sharp edges; a GIS
+user cannot know in advance which kind a raster is. The one thing known at run time is the LR
+source itself, so it plays the reference: the source and the guide are average-pooled by the
+scale once more, every candidate super-resolves that smaller pair back to the source's
+resolution, and the candidate that reproduces the source best is used for the real fit. Each
+candidate costs about 1/scale² of a fit; bicubic is a candidate too, so the score also says
+what gain over bicubic to expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .fit import FitConfig, fit
+from .normalisation import Normalisation, fill_invalid
+from .strategies import strategy
+
+MIN_SIDE = 8
+"""Smallest side (source pixels / scale) of the pooled pair worth validating on."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The strategy self-validation picked, and every candidate's score."""
+
+    strategy: str
+    scores: dict[str, float] = field(default_factory=dict)
+    """RMSE (source units) of each candidate reproducing the source from the pooled pair;
+    "bicubic" is bicubic upsampling."""
+
+    @property
+    def expected_gain(self) -> float | None:
+        """1 - RMSE(choice) / RMSE(bicubic), one scale down: the gain over bicubic to expect."""
+        bicubic = self.scores.get("bicubic")
+        if not bicubic or self.strategy not in self.scores:
+            return None
+        return 1.0 - self.scores[self.strategy] / bicubic
+
+
+def _pool(array: np.ndarray, scale: int) -> np.ndarray:
+    """Average pooling of (..., H, W) over scale x scale blocks (NaN propagates)."""
+    *lead, h, w = array.shape
+    return array.reshape(*lead, h // scale, scale, w // scale, scale).mean(axis=(-3, -1))
+
+
+def _bicubic(array: np.ndarray, scale: int) -> np.ndarray:
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))[None, None]
+    return F.interpolate(tensor, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0]\
+        .numpy()
+
+
+def self_validate(
+    source: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    base: FitConfig,
+    candidates: Sequence[str],
+    *,
+    mask: np.ndarray | None = None,
+    stats: Normalisation | None = None,
+    iterations: int | None = None,
+) -> Choice | None:
+    """Score ``candidates`` (strategy names) one scale down and pick the best.
+
+    Args:
+        source: (h, w) LR source; guide: (C, scale*h, scale*w) HR guide.
+        base: kernels, features, seed, device and precision of the candidates' fits.
+        mask: (h, w) valid source pixels.
+        stats: the raster's normalisation, shared with the real fit.
+        iterations: each candidate's budget (default: the strategy's own).
+
+    Returns None when the pooled pair would be smaller than :data:`MIN_SIDE` pixels a side
+    (nothing sensible to validate on).
+    """
+    h, w = source.shape
+    h2, w2 = (h // scale) * scale, (w // scale) * scale
+    if min(h2, w2) // scale < MIN_SIDE:
+        return None
+    valid = np.ones((h, w), bool) if mask is None else np.asarray(mask, bool)
+    reference = np.where(valid, source, np.nan)[:h2, :w2].astype(np.float64)
+    valid = valid[:h2, :w2]
+    small = _pool(reference, scale)
+    small_valid = np.isfinite(small)
+    if small_valid.sum() < MIN_SIDE * MIN_SIDE:
+        return None
+    small_guide = _pool(np.asarray(guide, np.float64)[:, : h2 * scale, : w2 * scale], scale)
+    small = np.where(small_valid, small, 0.0)
+    scores: dict[str, float] = {}
+    filled = fill_invalid(small, small_valid)
+    scores["bicubic"] = _rmse(_bicubic(filled, scale), reference, valid)
+    for name in candidates:
+        config = strategy(name).config(base, iterations)
+        result = fit(
+            small,
+            small_guide.astype(np.float32),
+            scale,
+            config,
+            mask=None if small_valid.all() else small_valid,
+            stats=stats,
+        )
+        scores[name] = _rmse(result.prediction, reference, valid)
+    best = min(candidates, key=lambda name: scores[name])
+    return Choice(strategy=best, scores=scores)
+
+
+def _rmse(prediction: np.ndarray, reference: np.ndarray, valid: np.ndarray) -> float:
+    diff = (np.asarray(prediction, np.float64) - reference)[valid]
+    return float(np.sqrt(np.mean(diff**2)))
