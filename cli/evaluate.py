@@ -40,7 +40,9 @@ Examples:
 The reference is degraded by averaging scale x scale blocks (the paper's protocol), then
 brought back to full resolution by MMSR and, for comparison, by bicubic interpolation. Errors
 are in the reference's units (metres for a DEM, 0-255 for 8-bit depth maps). Slope RMSE (in
-degrees) is added for GeoTIFFs in a projected CRS, using the pixel size of the geotransform.
+degrees) is added for GeoTIFFs, from the pixel size of the geotransform (degrees of a
+geographic CRS taken as metres at the centre latitude). The guide may be on another grid or
+CRS: it is warped onto the reference's grid as 'upscale' warps it.
 """
 
 

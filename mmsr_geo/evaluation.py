@@ -224,38 +224,45 @@ class PairScores:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def evaluate_pair(
+@dataclass(frozen=True)
+class ProtocolRun:
+    """The arrays of one run of the paper's protocol (for figures; scores come from them)."""
+
+    reference: np.ndarray
+    """(H, W) reference, cropped to a multiple of the scale."""
+    valid: np.ndarray
+    """(H, W) pixels scored."""
+    lr: np.ndarray
+    """(h, w) LR source: the average-pooled reference (invalid pixels filled)."""
+    prediction: np.ndarray
+    """(H, W) MMSR's super-resolution of ``lr``."""
+    bicubic: np.ndarray
+    """(H, W) bicubic upsampling of ``lr``."""
+    strategy: str
+    selection: dict[str, float] | None
+    seconds: float
+    device: str
+    iterations: int
+
+
+def run_protocol(
     reference: np.ndarray,
     guide: np.ndarray,
     scale: int,
     config: FitConfig | None = None,
     *,
-    pixel_size: PixelSize | None = None,
     mask: np.ndarray | None = None,
     name: str = "",
     progress: ProgressCallback | None = None,
     schedule: str | None = None,
     iterations: int | None = None,
-) -> PairScores:
-    """Run the paper's protocol on one (H, W) reference and its (C, H, W) guide.
+) -> ProtocolRun:
+    """Pool the reference by ``scale`` and super-resolve it back, with MMSR and bicubic.
 
-    The reference (and guide, mask) are cropped to a multiple of the scale, the reference is
-    average-pooled to the LR source, MMSR and bicubic upsample it back, and both are scored
-    against the reference over every valid HR pixel.
-
-    Args:
-        reference: (H, W) ground truth, e.g. a depth map or DEM.
-        guide: (C, H, W) (or (H, W)) HR guide on the reference's grid.
-        scale: integer factor >= 2.
-        config: the fit's settings (iterations, kernels, seed, device).
-        pixel_size: ground size of a pixel in height units; adds the slope RMSE (for DEMs).
-        mask: (H, W) bool, True where the reference is valid (nodata excluded). An LR pixel is
-            valid only when its whole block is, so that no LR value is a partial average.
-        name: label carried into the scores.
-        progress: forwarded to :func:`mmsr_geo.fit.fit`.
-        schedule, iterations: how the fit spends its iterations, as for ``upscale``
-            (:func:`mmsr_geo.strategies.resolve_schedule`): with ``auto`` the strategy is
-            chosen one scale down from the LR source alone (the reference is never seen).
+    The reference (and guide, mask) are cropped to a multiple of the scale; an LR pixel is
+    valid only when its whole block is. With the ``auto`` schedule the strategy is chosen one
+    scale down from the LR source alone: the reference is never seen. Arguments as for
+    :func:`evaluate_pair`.
     """
     _check_scale(scale)
     reference = np.asarray(reference, dtype=np.float64)
@@ -279,7 +286,7 @@ def evaluate_pair(
         warnings.warn(
             f"{name or 'reference'}: {h}x{w} is not a multiple of x{scale}: evaluated on the "
             f"top-left {h - h % scale}x{w - w % scale}",
-            stacklevel=2,
+            stacklevel=3,
         )
     reference = crop_to_multiple(reference, scale)
     guide = crop_to_multiple(guide, scale)
@@ -297,38 +304,91 @@ def evaluate_pair(
             "so there is no LR pixel to learn from"
         )
     lr_filled = fill_invalid(np.where(lr_valid, lr, 0.0), lr_valid)
-    mask = None if lr_valid.all() else lr_valid
+    lr_mask = None if lr_valid.all() else lr_valid
     chosen, config = resolve_schedule(config, schedule, iterations)
     choice = None
     if chosen == AUTO:
         choice = self_validate(
-            lr_filled, guide, scale, config, AUTO_CANDIDATES, mask=mask, iterations=iterations
+            lr_filled, guide, scale, config, AUTO_CANDIDATES, mask=lr_mask, iterations=iterations
         )
         chosen = choice.strategy if choice is not None else AUTO_CANDIDATES[0]
         config = strategy(chosen).config(config, iterations)
+    result = fit(lr_filled, guide, scale, config, mask=lr_mask, progress=progress)
+    return ProtocolRun(
+        reference=reference,
+        valid=valid,
+        lr=lr_filled,
+        prediction=result.prediction.astype(np.float64),
+        bicubic=bicubic_upsample(lr_filled, scale),
+        strategy=chosen,
+        selection=None if choice is None else choice.scores,
+        seconds=result.seconds,
+        device=result.device,
+        iterations=result.iterations,
+    )
 
-    result = fit(lr_filled, guide, scale, config, mask=mask, progress=progress)
-    bicubic = bicubic_upsample(lr_filled, scale)
-    prediction = result.prediction.astype(np.float64)
 
+def evaluate_pair(
+    reference: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    config: FitConfig | None = None,
+    *,
+    pixel_size: PixelSize | None = None,
+    mask: np.ndarray | None = None,
+    name: str = "",
+    progress: ProgressCallback | None = None,
+    schedule: str | None = None,
+    iterations: int | None = None,
+) -> PairScores:
+    """Run the paper's protocol on one (H, W) reference and its (C, H, W) guide.
+
+    The reference is average-pooled to the LR source, MMSR and bicubic upsample it back, and
+    both are scored against the reference over every valid HR pixel (:func:`run_protocol`).
+
+    Args:
+        reference: (H, W) ground truth, e.g. a depth map or DEM.
+        guide: (C, H, W) (or (H, W)) HR guide on the reference's grid.
+        scale: integer factor >= 2.
+        config: the fit's settings (kernels, seed, device; iterations with no schedule).
+        pixel_size: ground size of a pixel in height units; adds the slope RMSE (for DEMs).
+        mask: (H, W) bool, True where the reference is valid (nodata excluded). An LR pixel is
+            valid only when its whole block is, so that no LR value is a partial average.
+        name: label carried into the scores.
+        progress: forwarded to :func:`mmsr_geo.fit.fit`.
+        schedule, iterations: how the fit spends its iterations, as for ``upscale``
+            (:func:`mmsr_geo.strategies.resolve_schedule`).
+    """
+    run = run_protocol(
+        reference,
+        guide,
+        scale,
+        config,
+        mask=mask,
+        name=name,
+        progress=progress,
+        schedule=schedule,
+        iterations=iterations,
+    )
+    valid = run.valid
     slope_scores: dict[str, float] = {}
     if pixel_size is not None:
         slope_scores = {
-            "slope_rmse": slope_rmse(prediction, reference, pixel_size, valid),
-            "bicubic_slope_rmse": slope_rmse(bicubic, reference, pixel_size, valid),
+            "slope_rmse": slope_rmse(run.prediction, run.reference, pixel_size, valid),
+            "bicubic_slope_rmse": slope_rmse(run.bicubic, run.reference, pixel_size, valid),
         }
     return PairScores(
         name=name,
-        rmse=rmse(prediction, reference, valid),
-        mae=mae(prediction, reference, valid),
-        bicubic_rmse=rmse(bicubic, reference, valid),
-        bicubic_mae=mae(bicubic, reference, valid),
-        seconds=result.seconds,
-        device=result.device,
+        rmse=rmse(run.prediction, run.reference, valid),
+        mae=mae(run.prediction, run.reference, valid),
+        bicubic_rmse=rmse(run.bicubic, run.reference, valid),
+        bicubic_mae=mae(run.bicubic, run.reference, valid),
+        seconds=run.seconds,
+        device=run.device,
         pixels=int(valid.sum()),
-        strategy=chosen,
-        iterations_used=result.iterations,
-        selection=None if choice is None else choice.scores,
+        strategy=run.strategy,
+        iterations_used=run.iterations,
+        selection=run.selection,
         **slope_scores,
     )
 
@@ -498,7 +558,8 @@ class GeoPair:
     """(H, W) bool: reference valid (not nodata, finite) and covered by the guide (isolated
     guide holes count as covered, as in ``upscale``)."""
     pixel_size: tuple[float, float] | None
-    """(x, y) ground size in CRS units; None when the CRS is geographic (degrees)."""
+    """(x, y) ground size in CRS units (metres at the centre latitude for a geographic CRS);
+    None for a rotated transform."""
     guide_resampling: str = "none"
     """How the guide was brought onto the reference's grid ("none", "average", "bilinear")."""
 
@@ -519,8 +580,8 @@ def load_geotiff_pair(
     ``WarpedVRT``); a pixel-only pair (no CRS) must have one size. Isolated guide holes
     (nodata, alpha 0, NaN; see :func:`mmsr_geo.guide.guide_holes`, sized for ``scale``) are
     filled and evaluated, larger gaps are left out of the mask, as is the reference's
-    nodata. The pixel size comes from the transform, for the slope RMSE; a geographic CRS
-    (degrees) or a rotated transform gets none.
+    nodata. The pixel size comes from the transform, for the slope RMSE (degrees converted to
+    metres at the centre latitude); a rotated transform gets none.
     """
     from affine import Affine
     from rasterio.windows import Window
@@ -551,18 +612,21 @@ def load_geotiff_pair(
         with AlignedGuide(gds, bands, grid) as aligned:
             guide, guide_valid = aligned.read(window)
             resampling = "none" if aligned.mode != "warped" else aligned.resampling.name
-        crs, transform = src.crs, src.transform
+        crs, transform, height = src.crs, src.transform, src.height
     if not guide_valid.any():
         raise InputError(f"{guide_path.name} has no valid pixel over {reference_path.name}")
     usable = guide_valid | guide_holes(guide_valid, max_hole_pixels(scale))
 
     pixel_size: tuple[float, float] | None = (abs(transform.a), abs(transform.e))
     if crs is not None and crs.is_geographic:
-        warnings.warn(
-            f"{reference_path.name} is in a geographic CRS (degrees): no slope RMSE",
-            stacklevel=2,
+        # degrees to metres at the centre latitude (spherical, 111.32 km per degree): good to
+        # a few per cent over a DEM a degree tall, enough to compare slopes
+        latitude = transform.f + transform.e * height / 2
+        metres = 111_320.0
+        pixel_size = (
+            abs(transform.a) * metres * math.cos(math.radians(latitude)),
+            abs(transform.e) * metres,
         )
-        pixel_size = None
     elif transform.b != 0 or transform.d != 0:
         warnings.warn(
             f"{reference_path.name} has a rotated geotransform: no slope RMSE", stacklevel=2
@@ -581,6 +645,7 @@ def load_geotiff_pair(
 __all__ = [
     "GeoPair",
     "PairScores",
+    "ProtocolRun",
     "bicubic_upsample",
     "crop_to_multiple",
     "evaluate_pair",
@@ -591,6 +656,7 @@ __all__ = [
     "middlebury_names",
     "pool",
     "rmse",
+    "run_protocol",
     "slope",
     "slope_mask",
     "slope_rmse",
