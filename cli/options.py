@@ -117,7 +117,7 @@ raster_options = _group(
         "--tile-size",
         type=click.IntRange(min=4),
         help="Tile edge in SOURCE pixels; an output tile is scale times larger and its memory "
-        "grows with its output pixels (about 12 KiB each on the CPU) [default: about 256 "
+        "grows with its output pixels (up to 13 KiB each on the CPU) [default: about 256 "
         "output pixels, e.g. 64 at x4].",
     ),
     click.option(

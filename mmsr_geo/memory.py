@@ -7,9 +7,10 @@ was killed by the kernel at 24 GB with no message. Defaults are therefore chosen
 pixels, and every run estimates its peak memory per tile before fitting and refuses, with the
 estimate and a way out, when the machine does not have it.
 
-Figures (``benchmarks/memory.py``, README "Memory per tile"): one fit iteration on the CPU
-holds about 12 KiB per output pixel with 64 feature channels (measured 10.8-12.3 KiB at
-128-256 px tiles, 6.8-7.3 KiB at 384-512 px; kernels 5/3 and 11/5 within 7%), on top of about
+Figures (``benchmarks/tile_memory.py``, README "Memory per tile"): one fit iteration on the CPU
+holds up to about 13 KiB per output pixel with 64 feature channels (measured 10.5-12.5 KiB at
+128-256 px tiles, 6.6-7.2 KiB at 384-512 px; kernels 5/3 and 11/5 within 8%; half with 32
+features), on top of about
 0.5 GB for the process (torch, numba, GDAL), which the available memory read at run time
 already excludes.
 """
@@ -29,8 +30,8 @@ TARGET_OVERLAP_PIXELS = 32
 MIN_TILE_SIZE = 4
 """Smallest tile edge in source pixels: the cycle loss needs a few source pixels to learn."""
 
-BYTES_PER_PIXEL = 12 * 1024
-"""Peak bytes per output pixel of one fit at 64 features (the upper end of the measurements)."""
+BYTES_PER_PIXEL = 13 * 1024
+"""Peak bytes per output pixel of one fit at 64 features (above the largest measurement)."""
 HEADROOM = 0.85
 """Share of the available memory a run may plan to use."""
 
