@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
 from mmsr_geo.evaluation import (  # noqa: E402
     bicubic_upsample,
+    centre_crop,
     crop_to_multiple,
     load_middlebury_dir,
     middlebury_names,
@@ -331,10 +332,7 @@ def middlebury(
     images = []
     for name, reference, guide in load_middlebury_dir(data, names):
         if sizes.middlebury_crop:
-            c = sizes.middlebury_crop
-            top, left = (reference.shape[0] - c) // 2, (reference.shape[1] - c) // 2
-            reference = reference[top : top + c, left : left + c]
-            guide = guide[:, top : top + c, left : left + c]
+            reference, guide = centre_crop(reference, guide, sizes.middlebury_crop)
         images.append((name, reference, guide))
     results: dict[str, Any] = {}
     for precision in precisions:

@@ -43,6 +43,7 @@ from _report import machine_description, write_section  # noqa: E402
 
 from mmsr_geo.evaluation import (  # noqa: E402
     bicubic_upsample,
+    centre_crop,
     crop_to_multiple,
     load_middlebury_dir,
     middlebury_names,
@@ -99,9 +100,7 @@ def middlebury_cases(
     names = middlebury_names(data)[:limit]
     for name, reference, guide in load_middlebury_dir(data, names):
         if crop:
-            top, left = (reference.shape[0] - crop) // 2, (reference.shape[1] - crop) // 2
-            reference = reference[top : top + crop, left : left + crop]
-            guide = guide[:, top : top + crop, left : left + crop]
+            reference, guide = centre_crop(reference, guide, crop)
         for scale in scales:
             yield Case("middlebury", name, scale, reference, guide,
                        np.ones(reference.shape, bool), "depth")

@@ -48,6 +48,13 @@ STRATEGIES: dict[str, Strategy] = {
         "cosine schedule, predictions of the last 20% averaged", 300, "cosine",
         average_fraction=0.2,
     ),
+    "cosine-hi": Strategy(
+        "cosine schedule from a higher peak, lr 0.004", 300, "cosine", learning_rate=0.004
+    ),
+    "cosine-hi-avg": Strategy(
+        "cosine from lr 0.004, predictions of the last 20% averaged", 300, "cosine",
+        learning_rate=0.004, average_fraction=0.2,
+    ),
     "residual": Strategy(
         "bicubic + the network's correction (last convolution starting at zero), paper "
         "schedule", 300, residual="bicubic",

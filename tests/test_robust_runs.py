@@ -18,11 +18,22 @@ import rasterio
 from _rasters import LR_PIXEL, pair, terrain, write
 from click.testing import CliRunner
 from mmsr_geo_cli.main import main as cli_main
-from test_batch import REPO, cli_command, cli_env, load_report, make_pair, read, run_cli
+from test_batch import (  # noqa: F401 (fixture)
+    REPO,
+    cli_command,
+    cli_env,
+    load_report,
+    make_pair,
+    one_thread,
+    read,
+    run_cli,
+)
 
 from mmsr_geo import PRESETS, FitConfig
 from mmsr_geo.errors import InputError
 from mmsr_geo.pipeline import upscale_raster
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # in-process CLI runs, as the subprocesses
 
 FAST = ["--iterations", "2", "--features", "4", "--device", "cpu"]
 
@@ -282,17 +293,3 @@ def test_library_defaults_are_the_raster_preset(tmp_path: Path):
     assert (settings["s2g_kernel"], settings["g2s_kernel"]) == (5, 3)
     assert settings["tile_size"] == 128 and settings["overlap"] == 16  # ~256 and 32 output px
     assert np.isfinite(report.mean_cycle_rmse) and LR_PIXEL == 10.0
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_in_process(monkeypatch):
-    """In-process CLI runs (CliRunner) use one thread, as the subprocesses do (cli_env)."""
-    import numba
-    import torch
-
-    threads, numba_threads = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    numba.set_num_threads(numba_threads)
