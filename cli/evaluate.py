@@ -118,8 +118,8 @@ def format_table(scores: list[PairScores], mean: PairScores) -> str:
 @click.option(
     "--iterations",
     type=click.IntRange(min=1),
-    help="Optimisation steps per image [default: the schedule's: 300 for auto's candidates, "
-    "1000 for paper].",
+    help="Optimisation steps per image [default: the schedule's: auto 300 (500 with the "
+    "depth preset), paper 1000].",
 )
 @click.option(
     "--preset",

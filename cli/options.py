@@ -64,8 +64,8 @@ fit_options = _group(
     click.option(
         "--iterations",
         type=click.IntRange(min=1),
-        help="Optimisation steps per tile [default: the schedule's: 300 for auto's candidates, "
-        "1000 for paper].",
+        help="Optimisation steps per tile [default: the schedule's: auto 300 (500 with the "
+        "depth preset), paper 1000].",
     ),
     click.option(
         "--features",

@@ -28,7 +28,7 @@ from .errors import InputError
 from .fit import FitConfig, ProgressCallback, fit
 from .normalisation import fill_invalid
 from .selection import self_validate
-from .strategies import AUTO, AUTO_CANDIDATES, resolve_schedule, strategy
+from .strategies import AUTO, AUTO_CANDIDATES, auto_budget, resolve_schedule, strategy
 
 PixelSize = float | tuple[float, float]
 """Ground size of one pixel: one number for square pixels, else (x size, y size)."""
@@ -318,11 +318,12 @@ def run_protocol(
     chosen, config = resolve_schedule(config, schedule, iterations)
     choice = None
     if chosen == AUTO:
+        budget = auto_budget(config, iterations)
         choice = self_validate(
-            lr_filled, guide, scale, config, AUTO_CANDIDATES, mask=lr_mask, iterations=iterations
+            lr_filled, guide, scale, config, AUTO_CANDIDATES, mask=lr_mask, iterations=budget
         )
         chosen = choice.strategy if choice is not None else AUTO_CANDIDATES[0]
-        config = strategy(chosen).config(config, iterations)
+        config = strategy(chosen).config(config, budget)
     result = fit(lr_filled, guide, scale, config, mask=lr_mask, progress=progress)
     return ProtocolRun(
         reference=reference,

@@ -75,7 +75,7 @@ from .raster_io import (
 )
 from .selection import Choice, self_validate
 from .settings import InputFile, RunSettings, input_file
-from .strategies import AUTO, AUTO_CANDIDATES, resolve_schedule, strategy
+from .strategies import AUTO, AUTO_CANDIDATES, auto_budget, resolve_schedule, strategy
 from .tiling import TilePlan, plan_tiles, tile_intersects
 from .writer import (
     BLOCK_SIZE,
@@ -230,7 +230,8 @@ class PreparedRun:
         """The fit's configuration: the base one, or the chosen strategy's once ``auto`` has
         chosen (:func:`choose_strategy`)."""
         if self.schedule == AUTO and self.choice is not None:
-            return strategy(self.choice.strategy).config(self.base, self.request.iterations)
+            budget = auto_budget(self.base, self.request.iterations)
+            return strategy(self.choice.strategy).config(self.base, budget)
         return self.base
 
     @property
@@ -476,7 +477,7 @@ def choose_strategy(run: PreparedRun) -> None:
             AUTO_CANDIDATES,
             mask=job.source_valid,
             stats=job.stats,
-            iterations=run.request.iterations,
+            iterations=auto_budget(run.base, run.request.iterations),
         )
     run.choice = choice or Choice(strategy=AUTO_CANDIDATES[0])
     if choice is None:

@@ -69,8 +69,21 @@ STRATEGIES: dict[str, Strategy] = {
 
 
 AUTO = "auto"
-AUTO_CANDIDATES: tuple[str, ...] = ("residual-cosine", "cosine-avg")
-"""What ``auto`` chooses between, one scale down (:mod:`mmsr_geo.selection`)."""
+AUTO_CANDIDATES: tuple[str, ...] = ("residual-cosine", "paper")
+"""What ``auto`` chooses between, one scale down (:mod:`mmsr_geo.selection`): a fit that
+starts from bicubic (wins on DEMs) and the paper's (wins on depth maps with sharp edges),
+both cut to ``auto``'s budget (BENCHMARKS.md, "Quality vs iterations")."""
+AUTO_ITERATIONS = {(11, 5): 500}
+"""``auto``'s budget by kernels: depth maps (11/5) keep gaining up to 1000 iterations and get
+500; everything else gets :data:`AUTO_DEFAULT_ITERATIONS`."""
+AUTO_DEFAULT_ITERATIONS = 300
+
+
+def auto_budget(base: FitConfig, iterations: int | None = None) -> int:
+    """The iterations of ``auto``'s candidates and fit: as asked, else by kernels."""
+    if iterations is not None:
+        return iterations
+    return AUTO_ITERATIONS.get((base.s2g_kernel, base.g2s_kernel), AUTO_DEFAULT_ITERATIONS)
 CUSTOM = "custom"
 """A :class:`FitConfig` used exactly as given."""
 SCHEDULES = (AUTO, *STRATEGIES)

@@ -17,7 +17,14 @@ from mmsr_geo.errors import InputError
 from mmsr_geo.evaluation import evaluate_pair
 from mmsr_geo.fit import FitConfig, fit
 from mmsr_geo.selection import self_validate
-from mmsr_geo.strategies import AUTO, AUTO_CANDIDATES, CUSTOM, STRATEGIES, resolve_schedule
+from mmsr_geo.strategies import (
+    AUTO,
+    AUTO_CANDIDATES,
+    CUSTOM,
+    STRATEGIES,
+    auto_budget,
+    resolve_schedule,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,6 +40,8 @@ def test_schedules_resolve_as_documented():
     name, paper = resolve_schedule(exact, "paper")
     assert name == "paper" and paper.iterations == 1000 and paper.schedule == "paper"
     assert paper.features == 4 and paper.residual == "none" and paper.average_last == 0
+    assert auto_budget(FitConfig()) == 300 and auto_budget(FitConfig.from_preset("depth")) == 500
+    assert auto_budget(FitConfig(), 40) == 40
     _, fast = resolve_schedule(None, "cosine-avg", 200)
     assert (fast.iterations, fast.schedule, fast.average_last) == (200, "cosine", 40)
     _, residual = resolve_schedule(None, "residual-cosine")
