@@ -244,6 +244,15 @@ def _done(log: Path) -> set[tuple]:
 
 
 def tables(records: list[dict[str, Any]], bicubic: dict[tuple, float]) -> str:
+    """(``bicubic``: per (dataset, name, scale); records of cases not loaded in this run carry
+    their own.)"""
+    for r in records:
+        if "bicubic" in r:
+            bicubic.setdefault((r["dataset"], r["name"], r["scale"]), r["bicubic"])
+    return _tables(records, bicubic)
+
+
+def _tables(records: list[dict[str, Any]], bicubic: dict[tuple, float]) -> str:
     """Per dataset and scale: mean RMSE over images, strategies x iteration counts."""
     out = []
     groups = sorted({(r["dataset"], r["scale"]) for r in records})
@@ -315,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                 if key in done:
                     continue
                 records = run_case(case, strategy, budget, curve, base)
+                for record in records:
+                    record["bicubic"] = bicubic[(case.dataset, case.name, case.scale)]
                 with args.log.open("a") as f:
                     for record in records:
                         f.write(json.dumps(record) + "\n")

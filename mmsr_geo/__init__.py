@@ -5,7 +5,7 @@
 """
 
 from ._version import __version__
-from .fit import FitConfig, FitResult, fit, super_resolve
+from .fit import FitConfig, FitResult, fit, fit_many, super_resolve
 from .model import MMSRNet
 from .normalisation import Normalisation, normalisation_stats
 from .presets import PRESETS, preset_kernels
@@ -18,6 +18,7 @@ __all__ = [
     "Normalisation",
     "__version__",
     "fit",
+    "fit_many",
     "normalisation_stats",
     "preset_kernels",
     "super_resolve",
