@@ -28,7 +28,14 @@ from .errors import InputError
 from .fit import FitConfig, ProgressCallback, fit
 from .normalisation import fill_invalid
 from .selection import self_validate
-from .strategies import AUTO, AUTO_CANDIDATES, auto_budget, resolve_schedule, strategy
+from .strategies import (
+    AUTO,
+    AUTO_CANDIDATES,
+    auto_budget,
+    auto_fallback,
+    resolve_schedule,
+    strategy,
+)
 
 PixelSize = float | tuple[float, float]
 """Ground size of one pixel: one number for square pixels, else (x size, y size)."""
@@ -322,7 +329,7 @@ def run_protocol(
         choice = self_validate(
             lr_filled, guide, scale, config, AUTO_CANDIDATES, mask=lr_mask, iterations=budget
         )
-        chosen = choice.strategy if choice is not None else AUTO_CANDIDATES[0]
+        chosen = choice.strategy if choice is not None else auto_fallback(config)
         config = strategy(chosen).config(config, budget)
     result = fit(lr_filled, guide, scale, config, mask=lr_mask, progress=progress)
     return ProtocolRun(

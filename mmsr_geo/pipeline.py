@@ -75,7 +75,14 @@ from .raster_io import (
 )
 from .selection import Choice, self_validate
 from .settings import InputFile, RunSettings, input_file
-from .strategies import AUTO, AUTO_CANDIDATES, auto_budget, resolve_schedule, strategy
+from .strategies import (
+    AUTO,
+    AUTO_CANDIDATES,
+    auto_budget,
+    auto_fallback,
+    resolve_schedule,
+    strategy,
+)
 from .tiling import TilePlan, plan_tiles, tile_intersects
 from .writer import (
     BLOCK_SIZE,
@@ -479,7 +486,7 @@ def choose_strategy(run: PreparedRun) -> None:
             stats=job.stats,
             iterations=auto_budget(run.base, run.request.iterations),
         )
-    run.choice = choice or Choice(strategy=AUTO_CANDIDATES[0])
+    run.choice = choice or Choice(strategy=auto_fallback(run.base))
     if choice is None:
         log.info("too little data to choose one scale down: using %s", run.choice.strategy)
     else:

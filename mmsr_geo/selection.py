@@ -26,6 +26,13 @@ from .strategies import strategy
 MIN_SIDE = 8
 """Smallest side (source pixels / scale) of the pooled pair worth validating on."""
 
+SWITCH_MARGIN = 0.05
+"""How much lower (relative RMSE) another candidate must score than the first one to be
+picked. The first candidate is the safe default (the residual start begins at bicubic); one
+scale down the pair is small (11 x 9 pixels for the RMNP DEM at x4) and differences of a few
+percent there are noise: on that DEM the paper's fit scored 1.9 % better one scale down and
+was 20 % worse at the real scale (BENCHMARKS.md, "Quality vs iterations")."""
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -67,8 +74,9 @@ def self_validate(
     mask: np.ndarray | None = None,
     stats: Normalisation | None = None,
     iterations: int | None = None,
+    margin: float = SWITCH_MARGIN,
 ) -> Choice | None:
-    """Score ``candidates`` (strategy names) one scale down and pick the best.
+    """Score ``candidates`` (strategy names) one scale down and pick one (:func:`pick`).
 
     Args:
         source: (h, w) LR source; guide: (C, scale*h, scale*w) HR guide.
@@ -76,6 +84,7 @@ def self_validate(
         mask: (h, w) valid source pixels.
         stats: the raster's normalisation, shared with the real fit.
         iterations: each candidate's budget (default: the strategy's own).
+        margin: see :data:`SWITCH_MARGIN`.
 
     Returns None when the pooled pair would be smaller than :data:`MIN_SIDE` pixels a side
     (nothing sensible to validate on).
@@ -107,8 +116,14 @@ def self_validate(
             stats=stats,
         )
         scores[name] = _rmse(result.prediction, reference, valid)
+    return Choice(strategy=pick(scores, candidates, margin), scores=scores)
+
+
+def pick(scores: dict[str, float], candidates: Sequence[str], margin: float = SWITCH_MARGIN) -> str:
+    """The first candidate, unless another scores more than ``margin`` lower (the lowest)."""
     best = min(candidates, key=lambda name: scores[name])
-    return Choice(strategy=best, scores=scores)
+    first = candidates[0]
+    return best if scores[best] < (1.0 - margin) * scores[first] else first
 
 
 def _rmse(prediction: np.ndarray, reference: np.ndarray, valid: np.ndarray) -> float:

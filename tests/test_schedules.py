@@ -16,19 +16,21 @@ from test_batch import one_thread, run_cli  # noqa: F401 (fixture)
 from mmsr_geo.errors import InputError
 from mmsr_geo.evaluation import evaluate_pair
 from mmsr_geo.fit import FitConfig, fit
-from mmsr_geo.selection import self_validate
+from mmsr_geo.selection import pick, self_validate
 from mmsr_geo.strategies import (
     AUTO,
     AUTO_CANDIDATES,
     CUSTOM,
     STRATEGIES,
     auto_budget,
+    auto_fallback,
     resolve_schedule,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BASE = FitConfig(features=4, device="cpu")
+DEPTH = FitConfig.from_preset("depth", features=4, device="cpu")
 
 
 def test_schedules_resolve_as_documented():
@@ -76,7 +78,11 @@ def test_self_validation_scores_every_candidate_and_bicubic():
     guide = np.stack([np.sin(xx / 6), yy / 64]).astype(np.float32)
     choice = self_validate(lr, guide, 2, BASE, AUTO_CANDIDATES, iterations=20)
     assert set(choice.scores) == {"bicubic", *AUTO_CANDIDATES}
-    assert choice.strategy == min(AUTO_CANDIDATES, key=choice.scores.get)
+    assert choice.strategy == pick(choice.scores, AUTO_CANDIDATES)
+    first, other = AUTO_CANDIDATES[:2]
+    assert pick({first: 1.0, other: 0.97}, AUTO_CANDIDATES) == first, "within the margin"
+    assert pick({first: 1.0, other: 0.90}, AUTO_CANDIDATES) == other
+    assert pick({first: 0.9, other: 1.0}, AUTO_CANDIDATES) == first
     assert choice.expected_gain == 1 - choice.scores[choice.strategy] / choice.scores["bicubic"]
     assert self_validate(lr[:8, :8], guide[:, :16, :16], 2, BASE, AUTO_CANDIDATES) is None
 
@@ -88,6 +94,11 @@ def test_evaluate_records_the_strategy_and_iterations_used():
     auto = evaluate_pair(reference, guide, 2, BASE, schedule=AUTO, iterations=10)
     assert auto.strategy in AUTO_CANDIDATES and auto.iterations_used == 10
     assert set(auto.selection) == {"bicubic", *AUTO_CANDIDATES}
+    tiny = evaluate_pair(reference[:32, :32], guide[:, :32, :32], 8, DEPTH, schedule=AUTO,
+                         iterations=2)
+    assert tiny.selection is None and tiny.strategy == auto_fallback(DEPTH) == "cosine-avg", \
+        "a source too small to validate on gets the kernels' fallback"
+    assert auto_fallback(BASE) == AUTO_CANDIDATES[0]
     custom = evaluate_pair(reference, guide, 2, dataclasses.replace(BASE, iterations=3))
     assert custom.strategy == CUSTOM and custom.iterations_used == 3 and custom.selection is None
 
