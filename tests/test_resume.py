@@ -15,14 +15,17 @@ from test_batch import REPO, cli_command, cli_env, load_report, make_pair, one_t
 
 from mmsr_geo.batch import pairs_from_glob, run_batch
 from mmsr_geo.fit import FitConfig
+from mmsr_geo.strategies import AUTO_CANDIDATES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 LR = 24
 ITERATIONS = 4
-SETTINGS = ["-s", "2", "--schedule", "paper", "--iterations", str(ITERATIONS), "--features",
-            "4", "--tile-size", "6", "--overlap", "2", "--device", "cpu", "--seed", "0", "-q"]
-"""A 24x24 source in 36 tiles: long enough to be caught mid-raster, a few seconds in all."""
+SETTINGS = ["-s", "2", "--iterations", str(ITERATIONS), "--features", "4", "--tile-size", "6",
+            "--overlap", "2", "--device", "cpu", "--seed", "0", "-q"]
+"""A 24x24 source in 36 tiles: long enough to be caught mid-raster, a few seconds in all. The
+default schedule (auto): the strategy chosen before the first tile must be the one the resumed
+runs use."""
 TILES = 36
 
 
@@ -74,7 +77,7 @@ def test_interrupted_and_killed_batch_resumes_to_the_uninterrupted_output(tmp_pa
     _, stderr = finished.communicate(timeout=240)
     assert finished.returncode == 0, stderr
     record = load_report(out / "batch-report.json")["pairs"][0]
-    assert record["status"] == "ok"
+    assert record["status"] == "ok" and record["strategy"] in AUTO_CANDIDATES
     assert record["tiles_resumed"] == len(before_restart)
     assert record["tiles_fitted"] == TILES - len(before_restart)
     assert not work.exists() and not list(out.glob(".*.tmp"))
@@ -88,7 +91,7 @@ def test_interrupted_and_killed_batch_resumes_to_the_uninterrupted_output(tmp_pa
         ),
         tile_size=6,
         overlap=2,
-        schedule="paper",
+        schedule="auto",
         iterations=ITERATIONS,
     )
     assert uninterrupted.records[0].tiles_fitted == TILES
