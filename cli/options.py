@@ -56,10 +56,11 @@ fit_options = _group(
         type=click.Choice(SCHEDULES),
         default=AUTO,
         show_default=True,
-        help="How each tile's fit spends its iterations. auto: chosen per raster from the data, "
-        "by fitting the candidates on the source pooled once more and keeping the one that "
-        "reproduces the source best (README, 'Method'); paper: the paper's exact fit (1000 "
-        "iterations, step decay); or one strategy by name.",
+        help="How each tile's fit spends its iterations. auto: chosen per raster from the data: "
+        "both candidates are fitted on the source pooled once more, and the fit that starts "
+        "from bicubic (residual-cosine) is kept unless the fit from scratch (cosine-avg) "
+        "reproduces the source more than 5% better (README, 'What it does'); paper: the "
+        "paper's exact fit (1000 iterations, step decay); or one strategy by name.",
     ),
     click.option(
         "--iterations",

@@ -23,6 +23,7 @@ from _rasters import ORIGIN, pair
 from test_batch import REPO, cli_command, cli_env
 
 from mmsr_geo.presets import PRESETS
+from mmsr_geo.strategies import AUTO, SCHEDULES
 
 sys.path.insert(0, str(REPO / "qgis"))
 from mmsr_geo_processing import runner  # noqa: E402
@@ -33,6 +34,7 @@ from mmsr_geo_processing.command import (  # noqa: E402
     find_command,
 )
 from mmsr_geo_processing.command import PRESETS as PLUGIN_PRESETS  # noqa: E402
+from mmsr_geo_processing.command import SCHEDULES as PLUGIN_SCHEDULES  # noqa: E402
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -83,6 +85,7 @@ def test_choices_match_the_command_line() -> None:
     assert sorted(PLUGIN_PRESETS) == sorted(PRESETS)
     assert PLUGIN_PRESETS[0] == "remote-sensing"  # the CLI's default is the dialog's
     assert [DEVICE.convert(d, None, None) for d in DEVICES] == list(DEVICES)
+    assert PLUGIN_SCHEDULES == SCHEDULES and PLUGIN_SCHEDULES[0] == AUTO
 
 
 class Feedback:

@@ -33,7 +33,7 @@ from qgis.core import (
 )
 
 from .aoi import export_aoi
-from .command import DEVICES, ENV_VAR, PRESETS, CommandNotFound, find_command
+from .command import DEVICES, ENV_VAR, PRESETS, SCHEDULES, CommandNotFound, find_command
 from .runner import Canceled, RunFailed, run
 
 HELP = f"""Super-resolves one band of a low-resolution raster (a DEM, DSM, thermal or depth \
@@ -60,6 +60,7 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
     GUIDE_BANDS = "GUIDE_BANDS"
     SCALE = "SCALE"
     PRESET = "PRESET"
+    SCHEDULE = "SCHEDULE"
     ITERATIONS = "ITERATIONS"
     DEVICE = "DEVICE"
     AOI = "AOI"
@@ -110,11 +111,18 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(QgsProcessingParameterEnum(self.PRESET, "Preset", PRESETS, False, 0))
         self.addParameter(
+            QgsProcessingParameterEnum(
+                self.SCHEDULE, "How to fit (schedule; auto: chosen from the data)", SCHEDULES,
+                False, 0,
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterNumber(
                 self.ITERATIONS,
-                "Iterations per tile",
+                "Iterations per tile [default: the schedule's: auto 300, 500 with the depth "
+                "preset; paper 1000]",
                 QgsProcessingParameterNumber.Integer,
-                1000,
+                optional=True,
                 minValue=1,
             )
         )
@@ -197,8 +205,8 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
             output,
             "--preset",
             PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)],
-            "--iterations",
-            str(self.parameterAsInt(parameters, self.ITERATIONS, context)),
+            "--schedule",
+            SCHEDULES[self.parameterAsEnum(parameters, self.SCHEDULE, context)],
             "--device",
             DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             "--features",
@@ -215,7 +223,11 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
         guide_bands = self.parameterAsInts(parameters, self.GUIDE_BANDS, context)
         if guide_bands:
             arguments += ["--guide-bands", ",".join(str(b) for b in guide_bands)]
-        for name, option in ((self.TILE_SIZE, "--tile-size"), (self.OVERLAP, "--overlap")):
+        for name, option in (
+            (self.ITERATIONS, "--iterations"),
+            (self.TILE_SIZE, "--tile-size"),
+            (self.OVERLAP, "--overlap"),
+        ):
             if parameters.get(name) is not None:
                 arguments += [option, str(self.parameterAsInt(parameters, name, context))]
         if parameters.get(self.AOI) is not None:

@@ -27,6 +27,19 @@ PRESETS = ("remote-sensing", "depth")
 """``mmsr-geo --preset`` choices, the default first (tests check them against mmsr_geo)."""
 DEVICES = ("auto", "cpu", "cuda")
 """``mmsr-geo --device`` choices offered in the dialog (``cuda`` is the first GPU)."""
+SCHEDULES = (
+    "auto",
+    "paper",
+    "cosine",
+    "cosine-avg",
+    "cosine-hi",
+    "cosine-hi-avg",
+    "residual",
+    "residual-cosine",
+    "residual-bilinear-cosine",
+)
+"""``mmsr-geo upscale --schedule`` choices, the tool's default first (the plugin cannot import
+mmsr_geo, which needs torch; a test keeps the two lists equal)."""
 
 
 class CommandNotFound(Exception):
