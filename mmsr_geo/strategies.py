@@ -86,7 +86,7 @@ AUTO_DEFAULT_ITERATIONS = 300
 AUTO_FALLBACK = {(11, 5): "cosine-avg"}
 """What ``auto`` uses by kernels when the source is too small to validate on one scale down
 (e.g. a 20 x 20 source at x8): the depth kernels' data (sharp edges) wants the fit from
-scratch (Middlebury x8: ``cosine-avg`` 1.094, ``residual-cosine`` 1.480, bicubic 1.728);
+scratch (Middlebury 01_1 x8: ``cosine-avg`` 1.094, ``residual-cosine`` 1.480, bicubic 1.728);
 everything else gets the first candidate."""
 
 
