@@ -52,13 +52,12 @@ from mmsr_geo.evaluation import (  # noqa: E402
 )
 from mmsr_geo.fit import FitConfig, fit  # noqa: E402
 from mmsr_geo.normalisation import fill_invalid  # noqa: E402
-from mmsr_geo.selection import self_validate  # noqa: E402
+from mmsr_geo.selection import choose_auto  # noqa: E402
 from mmsr_geo.strategies import (  # noqa: E402
     AUTO_CANDIDATES,
     AUTO_DEFAULT_ITERATIONS,
     AUTO_ITERATIONS,
     STRATEGIES,
-    auto_fallback,
 )
 
 DEFAULT_MIDDLEBURY = ROOT.parent / "shared" / "data" / "middlebury"
@@ -130,11 +129,18 @@ def synthetic_cases(scales: list[int], count: int = 2, size: int = 128) -> Itera
                        np.ones(terrain.shape, bool), "remote-sensing")
 
 
-def bicubic_rmse(case: Case) -> float:
+def protocol_inputs(case: Case) -> tuple[np.ndarray, ...]:
+    """(reference, mask, guide) cropped to a multiple of the scale, the LR source pooled from
+    the reference (NaN where a block has nodata), and where that source is valid."""
     reference = crop_to_multiple(case.reference, case.scale)
     mask = crop_to_multiple(case.mask, case.scale)
+    guide = crop_to_multiple(case.guide, case.scale)
     lr = pool(np.where(mask, reference, np.nan), case.scale)
-    valid = np.isfinite(lr)
+    return reference, mask, guide, lr, np.isfinite(lr)
+
+
+def bicubic_rmse(case: Case) -> float:
+    reference, mask, _, lr, valid = protocol_inputs(case)
     up = bicubic_upsample(fill_invalid(np.where(valid, lr, 0.0), valid), case.scale)
     return rmse(up, reference, mask)
 
@@ -144,11 +150,7 @@ def run_case(
 ) -> list[dict[str, Any]]:
     """Fit one case with one strategy and budget; one record per observed iteration count
     (every 50 for a curve, else the budget only)."""
-    reference = crop_to_multiple(case.reference, case.scale)
-    mask = crop_to_multiple(case.mask, case.scale)
-    guide = crop_to_multiple(case.guide, case.scale)
-    lr = pool(np.where(mask, reference, np.nan), case.scale)
-    valid = np.isfinite(lr)
+    reference, mask, guide, lr, valid = protocol_inputs(case)
     config = STRATEGIES[strategy].config(base, budget)
     scores: dict[int, float] = {}
 
@@ -180,15 +182,11 @@ def run_case(
 
 def run_selection(case: Case, budget: int, base: FitConfig) -> dict[str, Any]:
     """What ``auto`` would choose for this case and budget, from the LR source alone."""
-    reference = crop_to_multiple(case.reference, case.scale)
-    mask = crop_to_multiple(case.mask, case.scale)
-    guide = crop_to_multiple(case.guide, case.scale)
-    lr = pool(np.where(mask, reference, np.nan), case.scale)
-    valid = np.isfinite(lr)
+    _, _, guide, lr, valid = protocol_inputs(case)
     started = time.perf_counter()
-    choice = self_validate(
+    choice = choose_auto(
         fill_invalid(np.where(valid, lr, 0.0), valid), guide, case.scale, base,
-        AUTO_CANDIDATES, mask=None if valid.all() else valid, iterations=budget,
+        mask=None if valid.all() else valid, iterations=budget,
     )
     return {
         "dataset": case.dataset,
@@ -196,8 +194,8 @@ def run_selection(case: Case, budget: int, base: FitConfig) -> dict[str, Any]:
         "scale": case.scale,
         "strategy": "auto",
         "budget": budget,
-        "picked": auto_fallback(base) if choice is None else choice.strategy,
-        "selection": None if choice is None else choice.scores,
+        "picked": choice.strategy,
+        "selection": choice.scores or None,
         "seconds": time.perf_counter() - started,
     }
 

@@ -27,15 +27,7 @@ from PIL import Image
 from .errors import InputError
 from .fit import FitConfig, ProgressCallback, fit
 from .normalisation import fill_invalid
-from .selection import self_validate
-from .strategies import (
-    AUTO,
-    AUTO_CANDIDATES,
-    auto_budget,
-    auto_fallback,
-    resolve_schedule,
-    strategy,
-)
+from .strategies import AUTO, auto_budget, resolve_schedule, strategy
 
 PixelSize = float | tuple[float, float]
 """Ground size of one pixel: one number for square pixels, else (x size, y size)."""
@@ -323,14 +315,13 @@ def run_protocol(
     lr_filled = fill_invalid(np.where(lr_valid, lr, 0.0), lr_valid)
     lr_mask = None if lr_valid.all() else lr_valid
     chosen, config = resolve_schedule(config, schedule, iterations)
-    choice = None
+    selection = None
     if chosen == AUTO:
-        budget = auto_budget(config, iterations)
-        choice = self_validate(
-            lr_filled, guide, scale, config, AUTO_CANDIDATES, mask=lr_mask, iterations=budget
-        )
-        chosen = choice.strategy if choice is not None else auto_fallback(config)
-        config = strategy(chosen).config(config, budget)
+        from .selection import choose_auto  # selection scores with this module's bicubic
+
+        choice = choose_auto(lr_filled, guide, scale, config, mask=lr_mask, iterations=iterations)
+        chosen, selection = choice.strategy, choice.scores or None
+        config = strategy(chosen).config(config, auto_budget(config, iterations))
     result = fit(lr_filled, guide, scale, config, mask=lr_mask, progress=progress)
     return ProtocolRun(
         reference=reference,
@@ -339,7 +330,7 @@ def run_protocol(
         prediction=result.prediction.astype(np.float64),
         bicubic=bicubic_upsample(lr_filled, scale),
         strategy=chosen,
-        selection=None if choice is None else choice.scores,
+        selection=selection,
         seconds=result.seconds,
         device=result.device,
         iterations=result.iterations,

@@ -73,16 +73,9 @@ from .raster_io import (
     select_band,
     select_guide_bands,
 )
-from .selection import Choice, self_validate
+from .selection import Choice, choose_auto
 from .settings import InputFile, RunSettings, input_file
-from .strategies import (
-    AUTO,
-    AUTO_CANDIDATES,
-    auto_budget,
-    auto_fallback,
-    resolve_schedule,
-    strategy,
-)
+from .strategies import AUTO, auto_budget, auto_fallback, resolve_schedule, strategy
 from .tiling import TilePlan, plan_tiles, tile_intersects
 from .writer import (
     BLOCK_SIZE,
@@ -474,21 +467,22 @@ def choose_strategy(run: PreparedRun) -> None:
         run.choice = Choice(strategy=record["strategy"], scores=record["scores"])
         return
     job = _sample_job(run)
-    choice = None
-    if job is not None:
-        choice = self_validate(
+    choice = (
+        Choice(strategy=auto_fallback(run.base))
+        if job is None
+        else choose_auto(
             job.source,
             job.guide,
             run.grid.scale,
             run.base,
-            AUTO_CANDIDATES,
             mask=job.source_valid,
             stats=job.stats,
-            iterations=auto_budget(run.base, run.request.iterations),
+            iterations=run.request.iterations,
         )
-    run.choice = choice or Choice(strategy=auto_fallback(run.base))
-    if choice is None:
-        log.info("too little data to choose one scale down: using %s", run.choice.strategy)
+    )
+    run.choice = choice
+    if not choice.scores:
+        log.info("too little data to choose one scale down: using %s", choice.strategy)
     else:
         gain = choice.expected_gain
         log.info(

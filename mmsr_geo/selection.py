@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from .evaluation import bicubic_upsample
 from .fit import FitConfig, fit
 from .normalisation import Normalisation, fill_invalid
-from .strategies import strategy
+from .strategies import AUTO_CANDIDATES, auto_budget, auto_fallback, strategy
 
 MIN_SIDE = 8
 """Smallest side (source pixels / scale) of the pooled pair worth validating on."""
@@ -30,8 +29,8 @@ SWITCH_MARGIN = 0.05
 """How much lower (relative RMSE) another candidate must score than the first one to be
 picked. The first candidate is the safe default (the residual start begins at bicubic); one
 scale down the pair is small (11 x 9 pixels for the RMNP DEM at x4) and differences of a few
-percent there are noise: on that DEM the paper's fit scored 1.9 % better one scale down and
-was 20 % worse at the real scale (BENCHMARKS.md, "Quality vs iterations")."""
+percent there are noise: on that DEM ``cosine-avg`` scored 2.2 % lower one scale down and was
+18 % worse at the real scale (42.26 vs 35.78 m; BENCHMARKS.md, "Quality vs iterations")."""
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,6 @@ def _pool(array: np.ndarray, scale: int) -> np.ndarray:
     """Average pooling of (..., H, W) over scale x scale blocks (NaN propagates)."""
     *lead, h, w = array.shape
     return array.reshape(*lead, h // scale, scale, w // scale, scale).mean(axis=(-3, -1))
-
-
-def _bicubic(array: np.ndarray, scale: int) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))[None, None]
-    return F.interpolate(tensor, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0]\
-        .numpy()
 
 
 def self_validate(
@@ -104,7 +97,7 @@ def self_validate(
     small = np.where(small_valid, small, 0.0)
     scores: dict[str, float] = {}
     filled = fill_invalid(small, small_valid)
-    scores["bicubic"] = _rmse(_bicubic(filled, scale), reference, valid)
+    scores["bicubic"] = _rmse(bicubic_upsample(filled, scale), reference, valid)
     for name in candidates:
         config = strategy(name).config(base, iterations)
         result = fit(
@@ -117,6 +110,26 @@ def self_validate(
         )
         scores[name] = _rmse(result.prediction, reference, valid)
     return Choice(strategy=pick(scores, candidates, margin), scores=scores)
+
+
+def choose_auto(
+    source: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    base: FitConfig,
+    *,
+    mask: np.ndarray | None = None,
+    stats: Normalisation | None = None,
+    iterations: int | None = None,
+) -> Choice:
+    """The ``auto`` schedule's decision: :data:`~mmsr_geo.strategies.AUTO_CANDIDATES` scored
+    one scale down at ``auto``'s budget, or, for a source too small to validate on, the
+    kernels' fallback (:func:`~mmsr_geo.strategies.auto_fallback`; no scores)."""
+    choice = self_validate(
+        source, guide, scale, base, AUTO_CANDIDATES, mask=mask, stats=stats,
+        iterations=auto_budget(base, iterations),
+    )
+    return choice or Choice(strategy=auto_fallback(base))
 
 
 def pick(scores: dict[str, float], candidates: Sequence[str], margin: float = SWITCH_MARGIN) -> str:

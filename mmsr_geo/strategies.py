@@ -100,6 +100,8 @@ def auto_budget(base: FitConfig, iterations: int | None = None) -> int:
     if iterations is not None:
         return iterations
     return AUTO_ITERATIONS.get((base.s2g_kernel, base.g2s_kernel), AUTO_DEFAULT_ITERATIONS)
+
+
 CUSTOM = "custom"
 """A :class:`FitConfig` used exactly as given."""
 SCHEDULES = (AUTO, *STRATEGIES)
