@@ -81,11 +81,6 @@ def is_out_of_memory(error: BaseException) -> bool:
     )
 
 
-def fit_tile(job: TileJob, progress: ProgressCallback | None = None) -> TileResult:
-    """Fit one tile; pure apart from the compute device."""
-    return fit_tiles([job], progress)[0]
-
-
 def fit_tiles(
     jobs: Sequence[TileJob], progress: ProgressCallback | None = None
 ) -> list[TileResult]:
