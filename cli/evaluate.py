@@ -24,7 +24,7 @@ from mmsr_geo.evaluation import (
 from mmsr_geo.fit import PRECISIONS, FitConfig
 from mmsr_geo.presets import PRESETS
 from mmsr_geo.progress import Progress
-from mmsr_geo.strategies import AUTO, SCHEDULES
+from mmsr_geo.strategies import AUTO, SCHEDULES, auto_budget, resolve_schedule
 
 from .common import reporting_command
 
@@ -224,14 +224,15 @@ def evaluate(
         pairs = iter([(pair.name, pair.reference, pair.guide, pair.mask, pair.pixel_size)])
 
     config = FitConfig.from_preset(preset, seed=seed, device=device, precision=precision)
-    budget = iterations or (config.iterations if schedule == "paper" else None)
+    chosen, resolved = resolve_schedule(config, schedule, iterations)
+    budget = auto_budget(config, iterations) if chosen == AUTO else resolved.iterations
 
     scores: list[PairScores] = []
     progress.begin(
         name=Path(reference).name,
         tiles=n_images,
         resumed=0,
-        iterations=budget or 0,
+        iterations=budget,
         device=str(resolve_device(device)),
         unit="image",
     )
