@@ -85,7 +85,7 @@ def write_inputs(dsm_path: Path, folder: Path) -> tuple[Path, Path]:
         nodata=-9999.0,
         width=lr.shape[1],
         height=lr.shape[0],
-        transform=transform * Affine.scale(SCALE),
+        transform=transform @ Affine.scale(SCALE),
     ) as dst:
         dst.write(np.where(np.isfinite(lr), lr, -9999.0).astype(np.float32), 1)
     with rasterio.open(

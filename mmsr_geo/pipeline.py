@@ -545,7 +545,8 @@ def execute(
         )
         try:
             done = checkpoints.open()
-            _check_memory(run, executor)
+            batch_tiles = _batch_size(run, executor)
+            _check_memory(run, executor, batch_tiles)
             check_value_range(run)
             choose_strategy(run)
             device = _device_label(run.config, executor)
@@ -566,7 +567,9 @@ def execute(
                 device=device,
             )
             pending = set(range(len(run.plan))) - done
-            fitted, skipped = _fit_stage(run, pending, checkpoints, executor, progress)
+            fitted, skipped = _fit_stage(
+                run, pending, checkpoints, executor, progress, batch_tiles
+            )
             facts = _write_stage(run, checkpoints, progress)
         except BaseException:
             if not checkpoints.done():
@@ -632,9 +635,10 @@ def _device_label(config: FitConfig, executor: TileExecutor) -> str:
     return config.device
 
 
-def _check_memory(run: PreparedRun, executor: TileExecutor) -> None:
-    """The memory guard (:mod:`mmsr_geo.memory`) for tiles fitted on this machine's CPU;
-    tiles on a GPU or another machine are guarded there."""
+def _check_memory(run: PreparedRun, executor: TileExecutor, batch_tiles: int) -> None:
+    """The memory guard (:mod:`mmsr_geo.memory`) for tiles fitted on this machine's CPU,
+    ``batch_tiles`` at a time per local worker; tiles on a GPU or another machine are guarded
+    there."""
     local = getattr(executor, "local_tiles", None)
     if local is None:
         return
@@ -647,7 +651,7 @@ def _check_memory(run: PreparedRun, executor: TileExecutor) -> None:
         features=run.config.features,
         scale=scale,
         tile_size=run.plan.tile_size,
-        concurrent=local * _batch_size(run, executor),
+        concurrent=local * batch_tiles,
     )
 
 
@@ -704,7 +708,9 @@ def _read_job(run: PreparedRun, index: int, lr_window: Window) -> TileJob | None
 
 def _batch_size(run: PreparedRun, executor: TileExecutor) -> int:
     """Tiles per optimisation: as asked, else 1 on the CPU, from the free memory of a GPU fitted
-    in this process, and 8 for GPU tiles fitted elsewhere (halved there if they do not fit)."""
+    in this process, and 8 for GPU tiles fitted elsewhere (halved there if they do not fit).
+    Decided once per run: free GPU memory moves, and the memory guard must check the batch
+    size the fit stage then uses."""
     if run.request.batch_tiles is not None:
         return run.request.batch_tiles
     config, scale = run.config, run.grid.scale
@@ -739,9 +745,10 @@ def _fit_stage(
     checkpoints: TileCheckpoints,
     executor: TileExecutor,
     progress: Progress,
+    batch_tiles: int,
 ) -> tuple[int, int]:
-    """Run the pending tiles through the executor in batches, checkpointing each result;
-    returns (tiles fitted, tiles skipped)."""
+    """Run the pending tiles through the executor in batches of up to ``batch_tiles``,
+    checkpointing each result; returns (tiles fitted, tiles skipped)."""
     skipped: list[int] = []
 
     def on_skip(index: int) -> None:
@@ -753,7 +760,7 @@ def _fit_stage(
         if getattr(executor, "in_process", False)
         else fit_tiles
     )
-    batches = batched(_jobs(run, pending, on_skip), _batch_size(run, executor))
+    batches = batched(_jobs(run, pending, on_skip), batch_tiles)
     fitted = 0
     for results in executor.map_unordered(fn, batches):
         for result in results:
