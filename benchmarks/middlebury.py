@@ -97,7 +97,7 @@ def markdown(
     fitted = sum(s.seconds for scale in scales for s in results[scale])
     subset = (
         f" Only {len(names)} of the {available} pairs: the mean below is of these, not "
-        f"comparable with the official {available}-sample x4 mean (1.71)."
+        f"comparable with the official notebook's 13-sample x4 mean (1.71)."
         if len(names) < available
         else ""
     )
