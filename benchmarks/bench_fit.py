@@ -27,9 +27,10 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
 import torch  # noqa: E402
 
-from mmsr_geo.fit import FitConfig, make_optimiser, training_step  # noqa: E402
+from mmsr_geo.fit_config import FitConfig  # noqa: E402
 from mmsr_geo.model import MMSRNet  # noqa: E402
 from mmsr_geo.presets import PRESETS  # noqa: E402
+from mmsr_geo.training import make_optimiser, training_step  # noqa: E402
 
 
 def _machine() -> str:

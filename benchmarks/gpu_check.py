@@ -41,26 +41,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
-from mmsr_geo.evaluation import (  # noqa: E402
-    bicubic_upsample,
-    centre_crop,
-    crop_to_multiple,
-    load_middlebury_dir,
-    middlebury_names,
-    pool,
-    rmse,
-)
-from mmsr_geo.fit import (  # noqa: E402
-    FitConfig,
-    fit_many,
-    make_optimiser,
-    precision_mode,
-    resolve_precision,
-    training_step,
-)
+from mmsr_geo.degradation import bicubic_upsample, centre_crop, crop_to_multiple, pool  # noqa: E402
+from mmsr_geo.fit import fit_many  # noqa: E402
+from mmsr_geo.fit_config import FitConfig, resolve_precision  # noqa: E402
 from mmsr_geo.jobs import is_out_of_memory  # noqa: E402
+from mmsr_geo.loaders import load_middlebury_dir, middlebury_names  # noqa: E402
+from mmsr_geo.metrics import rmse  # noqa: E402
 from mmsr_geo.model import MMSRNet  # noqa: E402
 from mmsr_geo.ops import cross_domain_filter, cross_domain_filter_unfold  # noqa: E402
+from mmsr_geo.training import make_optimiser, precision_mode, training_step  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "middlebury"
 OPS_TOLERANCE = 1e-4

@@ -5,7 +5,7 @@ raster's (tiles are read and fitted one at a time, checkpointed to disk, and ble
 block). A 4x larger raster must then peak at about the same RSS as the 1x one, not 4x.
 
 How: the real 1 m DSM tile (NRW ``dom1``, 1000 x 1000 float32, EPSG:25832) is average-pooled
-x4 (:func:`mmsr_geo.evaluation.pool`) to a 250 x 250 LR source with 4 m pixels; its hillshade,
+x4 (:func:`mmsr_geo.degradation.pool`) to a 250 x 250 LR source with 4 m pixels; its hillshade,
 computed at 1 m (:func:`mmsr_geo.preview.hillshade`, one band, on the output grid), is the
 guide (accuracy is not the point here). The 4x raster is a 2 x 2 mosaic of that tile: GDAL
 VRTs written here that point four times at the same GeoTIFF with shifted destination offsets,
@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from affine import Affine  # noqa: E402
 
-from mmsr_geo.evaluation import pool  # noqa: E402
+from mmsr_geo.degradation import pool  # noqa: E402
 from mmsr_geo.preview import hillshade  # noqa: E402
 from mmsr_geo.tiling import plan_tiles  # noqa: E402
 from mmsr_geo.writer import read_settings  # noqa: E402
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         source_tile, guide_tile = write_inputs(args.dsm, folder)
 
         floor = run_child(
-            [sys.executable, "-c", "import mmsr_geo.pipeline, mmsr_geo_cli.main, torch"],
+            [sys.executable, "-c", "import mmsr_geo.run, mmsr_geo_cli.main, torch"],
             folder / "imports.log",
         )
         rows.append(

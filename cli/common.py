@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rasterio._err import CPLE_BaseError  # GDAL's own errors; rasterio exports no alias
 from rasterio.errors import RasterioError
 
 from mmsr_geo.errors import MmsrGeoError
 from mmsr_geo.progress import BarProgress, JsonProgress, Progress
+from mmsr_geo.raster_io import GDALError
 
 INTERNAL_ERROR = 70
 
@@ -134,7 +134,7 @@ def reporting_command(func: Callable[..., Any]) -> Callable[..., Any]:
             progress.close()
             click.echo("Terminated.", err=True)
             sys.exit(128 + signal.SIGTERM)
-        except (MmsrGeoError, RasterioError, CPLE_BaseError, OSError) as exc:
+        except (MmsrGeoError, RasterioError, GDALError, OSError) as exc:
             if debug:
                 raise
             error: click.ClickException = UserError(_one_line(exc))

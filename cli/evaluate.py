@@ -12,19 +12,17 @@ import numpy as np
 
 from mmsr_geo.devices import resolve_device
 from mmsr_geo.errors import InputError
-from mmsr_geo.evaluation import (
-    PairScores,
-    evaluate_pair,
+from mmsr_geo.evaluation import PairScores, evaluate_pair, summarise
+from mmsr_geo.fit_config import PRECISIONS, FitConfig
+from mmsr_geo.loaders import (
     is_middlebury_dir,
     load_geotiff_pair,
     load_middlebury_dir,
     middlebury_names,
-    summarise,
 )
-from mmsr_geo.fit import PRECISIONS, FitConfig
 from mmsr_geo.presets import PRESETS
 from mmsr_geo.progress import Progress
-from mmsr_geo.strategies import AUTO, SCHEDULES, auto_budget, resolve_schedule
+from mmsr_geo.strategies import AUTO, SCHEDULES, Schedule
 
 from .common import reporting_command
 
@@ -224,8 +222,7 @@ def evaluate(
         pairs = iter([(pair.name, pair.reference, pair.guide, pair.mask, pair.pixel_size)])
 
     config = FitConfig.from_preset(preset, seed=seed, device=device, precision=precision)
-    chosen, resolved = resolve_schedule(config, schedule, iterations)
-    budget = auto_budget(config, iterations) if chosen == AUTO else resolved.iterations
+    budget = Schedule.resolve(config, schedule, iterations).iterations
 
     scores: list[PairScores] = []
     progress.begin(

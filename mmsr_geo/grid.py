@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader
+from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
-from .errors import InputError
+from .degradation import check_scale
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,11 @@ class OutputGrid:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the grid CRS (pixel units when not georeferenced)."""
-        t = self.lr_transform
-        xs = (t.c, t.c + t.a * self.lr_width)
-        ys = (t.f, t.f + t.e * self.lr_height)
-        return min(xs), min(ys), max(xs), max(ys)
+        """(left, bottom, right, top) in the grid CRS (pixel units when not georeferenced),
+        ordered whatever the transform's orientation (rasterio's ``array_bounds`` takes a
+        south-up grid's north edge as its south)."""
+        west, south, east, north = array_bounds(self.lr_height, self.lr_width, self.lr_transform)
+        return min(west, east), min(south, north), max(west, east), max(south, north)
 
     @property
     def pixel_size(self) -> float:
@@ -72,9 +73,7 @@ class OutputGrid:
 
 def output_grid(source: DatasetReader, scale: int) -> OutputGrid:
     """The HR grid of ``source`` at an integer ``scale`` >= 2 (pixel-only without a CRS)."""
-    if isinstance(scale, bool) or int(scale) != scale or scale < 2:
-        raise InputError(f"scale must be an integer >= 2, got {scale!r}")
-    scale = int(scale)
+    scale = check_scale(scale)
     has_transform = not source.transform.is_identity
     georeferenced = source.crs is not None and has_transform
     return OutputGrid(

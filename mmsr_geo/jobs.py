@@ -1,6 +1,6 @@
 """Tiles as self-contained, picklable jobs, and the pure function that fits a batch of them.
 
-The pipeline reads everything a tile needs (LR source window, its mask, the guide window on the
+The run reads everything a tile needs (LR source window, its mask, the guide window on the
 output grid, the output validity) in the main process; :func:`fit_tiles` then needs neither
 files nor shared state, so batches can run in another process or on another machine.
 
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from .errors import DeviceOutOfMemoryError
-from .fit import FitConfig, ProgressCallback, fit_many
+from .fit import ProgressCallback, fit_many
+from .fit_config import FitConfig
 from .normalisation import Normalisation
 
 if TYPE_CHECKING:  # workers fit tiles without touching rasters

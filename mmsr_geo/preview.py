@@ -7,28 +7,24 @@ output; the guide is warped onto a decimated output grid so the panels line up.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-import matplotlib
+import numpy as np
+import rasterio
+from affine import Affine
+from matplotlib.figure import Figure
+from PIL import Image
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
-from affine import Affine  # noqa: E402
-from PIL import Image  # noqa: E402
-from rasterio.enums import Resampling  # noqa: E402
-from rasterio.io import DatasetReader  # noqa: E402
-from rasterio.vrt import WarpedVRT  # noqa: E402
-
-from .atomic import atomic_file  # noqa: E402
-from .grid import OutputGrid  # noqa: E402
-from .guide import pixel_aligned  # noqa: E402
-from .raster_io import decimated_shape, read_decimated  # noqa: E402
-
-if TYPE_CHECKING:
-    from .pipeline import PreparedRun
+from .atomic import atomic_file
+from .grid import OutputGrid
+from .guide import pixel_aligned
+from .metrics import geographic_pixel_metres
+from .raster_io import decimated_shape, read_decimated
 
 PREVIEW_PIXELS = 512 * 512
 
@@ -61,10 +57,8 @@ def ground_pixel_size(grid: OutputGrid, shape: tuple[int, int]) -> tuple[float, 
     px = abs(t.a) * grid.lr_width / shape[1]
     if grid.georeferenced and grid.crs is not None and grid.crs.is_geographic:
         _, bottom, _, top = grid.bounds
-        metres_per_degree = 111_320.0
-        return py * metres_per_degree, px * metres_per_degree * np.cos(
-            np.radians((bottom + top) / 2)
-        )
+        x_metres, y_metres = geographic_pixel_metres(px, py, (bottom + top) / 2)
+        return y_metres, x_metres
     return py, px
 
 
@@ -94,11 +88,20 @@ def _guide_quicklook(
         return vrt.read(rgb).astype(np.float64)
 
 
-def write_preview(run: PreparedRun, *, overwrite: bool) -> None:
-    """Write ``run.preview``: a PNG with guide RGB, LR source, SR output and hillshades of LR
-    and SR (in place atomically; an existing file only with ``overwrite``)."""
-    source, band, grid, output = run.source, run.band, run.grid, run.output
-    guide, guide_bands = run.guide_dataset, run.guide_bands
+def write_preview(
+    path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    source: DatasetReader,
+    band: int,
+    guide: DatasetReader,
+    guide_bands: Sequence[int],
+    grid: OutputGrid,
+    *,
+    overwrite: bool,
+) -> None:
+    """Write ``path``: a PNG of the guide's RGB, the LR ``source`` band, the SR ``output``
+    and hillshades of LR and SR (in place atomically; an existing file only with
+    ``overwrite``)."""
     shape = decimated_shape(grid.height, grid.width, PREVIEW_PIXELS)
     lr, lr_valid = read_decimated(source, [band], max_pixels=PREVIEW_PIXELS, role="source")
     lr = np.where(lr_valid, lr[0], np.nan)
@@ -117,7 +120,8 @@ def write_preview(run: PreparedRun, *, overwrite: bool) -> None:
         ("LR hillshade", hillshade(lr, lr_pixel), {"cmap": "gray", "vmin": 0, "vmax": 1}),
         ("SR hillshade", hillshade(sr, sr_pixel), {"cmap": "gray", "vmin": 0, "vmax": 1}),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.8))
+    figure = Figure(figsize=(3.4 * len(panels), 3.8))  # no pyplot: no backend to choose
+    axes = figure.subplots(1, len(panels))
     for ax, (title, image, style) in zip(axes, panels, strict=True):
         ax.imshow(
             image if image.ndim == 2 or image.shape[-1] == 3 else image[..., 0],
@@ -126,11 +130,10 @@ def write_preview(run: PreparedRun, *, overwrite: bool) -> None:
         )
         ax.set_title(title)
         ax.set_axis_off()
-    figure.suptitle(output.name)
+    figure.suptitle(os.path.basename(output))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=90, format="png")
-    plt.close(figure)
     # 256 adaptive colours: a third of the size, no visible difference for a quick-look
-    with atomic_file(run.preview, overwrite=overwrite) as tmp:
+    with atomic_file(Path(path), overwrite=overwrite) as tmp:
         Image.open(buffer).convert("RGB").quantize(256).save(tmp, format="PNG", optimize=True)

@@ -1,6 +1,6 @@
 """Progress of a run, reported three ways: terminal bars, plain lines for logs, JSON lines.
 
-The pipeline calls one :class:`Progress` object at fixed points (a run begins, an iteration of
+A run calls one :class:`Progress` object at fixed points (a run begins, an iteration of
 the tile fitted in this process ends, a tile is finished, output blocks are written, the run
 ends); what is shown is the reporter's business:
 

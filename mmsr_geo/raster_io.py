@@ -1,7 +1,7 @@
 """Opening rasters with errors a user understands, band selection, validity masks and
 decimated reads.
 
-Everything here reads by windows or decimated: the pipeline must never hold a whole raster.
+Everything here reads by windows or decimated: a run must never hold a whole raster.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.io import DatasetReader
@@ -23,6 +24,11 @@ from rasterio.windows import Window
 from .errors import InputError
 
 log = logging.getLogger(__name__)
+
+GDALError = CPLE_BaseError
+"""GDAL's own errors (a creation option it refuses, a failed copy), which reach Python outside
+rasterio's exception classes: rasterio exports no public alias for them (1.4), so the private
+name is imported here, once, and used under this one."""
 
 STATS_MAX_PIXELS = 1024 * 1024
 """Pixels read (per band) for the whole-raster statistics: bounded memory, however large."""
@@ -49,7 +55,7 @@ def open_raster(path: str | os.PathLike[str], role: str) -> DatasetReader:
     Local paths are checked first for a clear message; URLs and GDAL virtual paths are handed
     to rasterio untouched (GDAL reads them by HTTP ranges, archives member by member).
     rasterio's NotGeoreferencedWarning is swallowed here: whether a pair lacks georeferencing
-    is decided (and reported once) by the pipeline.
+    is decided (and reported once) by the run's plan stage.
     """
     if not is_remote(path):
         local = Path(path)

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .evaluation import bicubic_upsample
-from .fit import FitConfig, fit
+from .degradation import average_pool, bicubic_upsample
+from .fit import fit
+from .fit_config import FitConfig
+from .metrics import rmse
 from .normalisation import Normalisation, fill_invalid
-from .strategies import AUTO_CANDIDATES, auto_budget, auto_fallback, strategy
+from .strategies import AUTO_CANDIDATES, Schedule, strategy
 
 MIN_SIDE = 8
 """Smallest side (source pixels / scale) of the pooled pair worth validating on."""
@@ -49,12 +51,6 @@ class Choice:
         if not bicubic or self.strategy not in self.scores:
             return None
         return 1.0 - self.scores[self.strategy] / bicubic
-
-
-def _pool(array: np.ndarray, scale: int) -> np.ndarray:
-    """Average pooling of (..., H, W) over scale x scale blocks (NaN propagates)."""
-    *lead, h, w = array.shape
-    return array.reshape(*lead, h // scale, scale, w // scale, scale).mean(axis=(-3, -1))
 
 
 def self_validate(
@@ -89,15 +85,17 @@ def self_validate(
     valid = np.ones((h, w), bool) if mask is None else np.asarray(mask, bool)
     reference = np.where(valid, source, np.nan)[:h2, :w2].astype(np.float64)
     valid = valid[:h2, :w2]
-    small = _pool(reference, scale)
+    small = average_pool(reference, scale)
     small_valid = np.isfinite(small)
     if small_valid.sum() < MIN_SIDE * MIN_SIDE:
         return None
-    small_guide = _pool(np.asarray(guide, np.float64)[:, : h2 * scale, : w2 * scale], scale)
+    small_guide = average_pool(
+        np.asarray(guide, np.float64)[:, : h2 * scale, : w2 * scale], scale
+    )
     small = np.where(small_valid, small, 0.0)
     scores: dict[str, float] = {}
     filled = fill_invalid(small, small_valid)
-    scores["bicubic"] = _rmse(bicubic_upsample(filled, scale), reference, valid)
+    scores["bicubic"] = rmse(bicubic_upsample(filled, scale), reference, valid)
     for name in candidates:
         config = strategy(name).config(base, iterations)
         result = fit(
@@ -108,7 +106,7 @@ def self_validate(
             mask=None if small_valid.all() else small_valid,
             stats=stats,
         )
-        scores[name] = _rmse(result.prediction, reference, valid)
+        scores[name] = rmse(result.prediction, reference, valid)
     return Choice(strategy=pick(scores, candidates, margin), scores=scores)
 
 
@@ -116,20 +114,19 @@ def choose_auto(
     source: np.ndarray,
     guide: np.ndarray,
     scale: int,
-    base: FitConfig,
+    schedule: Schedule,
     *,
     mask: np.ndarray | None = None,
     stats: Normalisation | None = None,
-    iterations: int | None = None,
 ) -> Choice:
     """The ``auto`` schedule's decision: :data:`~mmsr_geo.strategies.AUTO_CANDIDATES` scored
-    one scale down at ``auto``'s budget, or, for a source too small to validate on, the
-    kernels' fallback (:func:`~mmsr_geo.strategies.auto_fallback`; no scores)."""
+    one scale down at the schedule's budget, or, for a source too small to validate on, the
+    kernels' fallback (:attr:`~mmsr_geo.strategies.Schedule.fallback`; no scores)."""
     choice = self_validate(
-        source, guide, scale, base, AUTO_CANDIDATES, mask=mask, stats=stats,
-        iterations=auto_budget(base, iterations),
+        source, guide, scale, schedule.base, AUTO_CANDIDATES, mask=mask, stats=stats,
+        iterations=schedule.iterations,
     )
-    return choice or Choice(strategy=auto_fallback(base))
+    return choice or Choice(strategy=schedule.fallback)
 
 
 def pick(scores: dict[str, float], candidates: Sequence[str], margin: float = SWITCH_MARGIN) -> str:
@@ -137,8 +134,3 @@ def pick(scores: dict[str, float], candidates: Sequence[str], margin: float = SW
     best = min(candidates, key=lambda name: scores[name])
     first = candidates[0]
     return best if scores[best] < (1.0 - margin) * scores[first] else first
-
-
-def _rmse(prediction: np.ndarray, reference: np.ndarray, valid: np.ndarray) -> float:
-    diff = (np.asarray(prediction, np.float64) - reference)[valid]
-    return float(np.sqrt(np.mean(diff**2)))

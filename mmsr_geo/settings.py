@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .fit import FitConfig
+from .fit_config import FitConfig
 
 _CHUNK = 4 << 20
 

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .errors import InputError
-from .fit import FitConfig
+from .fit_config import FitConfig
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,50 @@ def resolve_schedule(
     if schedule == AUTO:
         return AUTO, base
     return schedule, strategy(schedule).config(base, iterations)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A request's schedule, resolved as far as it can be before the data is seen: the one
+    step from (config, schedule, iterations) to the configuration a fit uses, for the
+    pipeline, ``evaluate``, the command line and the benchmarks alike.
+
+    ``name`` is ``custom``, a strategy name or ``auto``; ``base`` is the configuration
+    :func:`resolve_schedule` returns (for ``auto`` the kernels, features, seed, device and
+    precision only: the strategy is chosen later); ``budget`` the iterations asked for.
+    """
+
+    name: str
+    base: FitConfig
+    budget: int | None = None
+
+    @classmethod
+    def resolve(
+        cls, config: FitConfig | None, schedule: str | None, iterations: int | None = None
+    ) -> Schedule:
+        name, base = resolve_schedule(config, schedule, iterations)
+        return cls(name, base, iterations)
+
+    @property
+    def is_auto(self) -> bool:
+        return self.name == AUTO
+
+    @property
+    def iterations(self) -> int:
+        """Iterations of each fit (and, for ``auto``, of each candidate one scale down)."""
+        return auto_budget(self.base, self.budget) if self.is_auto else self.base.iterations
+
+    @property
+    def fallback(self) -> str:
+        """``auto``'s strategy when the data is too small to choose from."""
+        return auto_fallback(self.base)
+
+    def config(self, chosen: str | None = None) -> FitConfig:
+        """The fit's configuration: for ``auto``, the ``chosen`` strategy's at ``auto``'s
+        budget (``chosen`` None: the base, as nothing is chosen yet); otherwise the base."""
+        if self.is_auto and chosen is not None:
+            return strategy(chosen).config(self.base, self.iterations)
+        return self.base
 
 
 def strategy(name: str) -> Strategy:

@@ -21,14 +21,16 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio._err import CPLE_BaseError  # GDAL's own errors; rasterio exports no alias
+from rasterio.dtypes import dtype_ranges, in_dtype_range
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.io import DatasetWriter
+from rasterio.rio.overview import get_maximum_overview_level
 
 from .atomic import atomic_file, remove_temporaries, temp_path
 from .errors import InputError
 from .grid import OutputGrid
+from .raster_io import GDALError
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +54,16 @@ def choose_nodata(source_nodata: float | None, dtype: str, requested: float | No
     elif is_float(dtype):
         return FLOAT_NODATA
     else:
-        info = np.iinfo(dtype)
-        return float(info.min if info.min < 0 else info.max)
+        lowest, highest = dtype_ranges[dtype]
+        return float(lowest if lowest < 0 else highest)
     if is_float(dtype):
         return float(candidate)
-    info = np.iinfo(dtype)
-    if np.isnan(candidate) or not info.min <= candidate <= info.max or candidate != int(candidate):
+    if not in_dtype_range(candidate, dtype) or candidate != int(candidate):
         if requested is not None:
             raise InputError(f"nodata {requested} cannot be stored as {dtype}")
-        log.warning("the source nodata %s does not fit %s: using %s", candidate, dtype, info.min)
-        return float(info.min if info.min < 0 else info.max)
+        lowest, highest = dtype_ranges[dtype]
+        log.warning("the source nodata %s does not fit %s: using %s", candidate, dtype, lowest)
+        return float(lowest if lowest < 0 else highest)
     return float(candidate)
 
 
@@ -112,13 +114,10 @@ def output_profile(
 
 
 def overview_factors(width: int, height: int, block: int = BLOCK_SIZE) -> list[int]:
-    """Powers of two until the smallest overview fits in one block."""
-    factors = []
-    factor = 2
-    while max(width, height) / (factor / 2) > block:
-        factors.append(factor)
-        factor *= 2
-    return factors
+    """Powers of two until the smallest overview fits in one block (rasterio's level count,
+    taken on the longer side so that a long, narrow raster gets overviews too)."""
+    side = max(width, height)
+    return [2**level for level in range(1, get_maximum_overview_level(side, side, block) + 1)]
 
 
 @dataclass(frozen=True)
@@ -133,11 +132,8 @@ class OutputEncoding:
 
     def stored_range(self) -> tuple[float, float]:
         """Smallest and largest storable value (stored units)."""
-        if is_float(self.dtype):
-            info = np.finfo(self.dtype)
-            return float(info.min), float(info.max)
-        info = np.iinfo(self.dtype)
-        return float(info.min), float(info.max)
+        lowest, highest = dtype_ranges[self.dtype]
+        return float(lowest), float(highest)
 
     def physical_range(self) -> tuple[float, float]:
         """The physical values the output can hold."""
@@ -206,7 +202,7 @@ def validate_profile(profile: Mapping[str, Any], cog_options: Mapping[str, str] 
             pass
         if cog_options is not None:
             rasterio.shutil.copy(name, cog_name, driver="COG", **dict(cog_options))
-    except (RasterioError, CPLE_BaseError, ValueError) as exc:
+    except (RasterioError, GDALError, ValueError) as exc:
         message = " ".join(str(exc).split()).replace(name, "the output")
         raise InputError(f"the output cannot be created with these options: {message}") from None
     finally:
@@ -214,7 +210,7 @@ def validate_profile(profile: Mapping[str, Any], cog_options: Mapping[str, str] 
         gdal_log.setLevel(level)
         gdal_log.propagate = propagate
         for path in (name, cog_name):
-            with contextlib.suppress(RasterioError, CPLE_BaseError):
+            with contextlib.suppress(RasterioError, GDALError):
                 rasterio.shutil.delete(path)
     if ignored:
         raise InputError(f"GDAL would ignore a creation option: {ignored[0]}")

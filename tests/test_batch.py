@@ -22,11 +22,11 @@ from mmsr_geo.batch import (
     output_state,
     pairs_from_glob,
     pairs_from_manifest,
-    resolve_outputs,
 )
+from mmsr_geo.batch.naming import resolve_outputs
 from mmsr_geo.errors import InputError
 from mmsr_geo.fit import FitConfig
-from mmsr_geo.pipeline import UpscaleRequest, prepare
+from mmsr_geo.run import UpscaleRequest, plan_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -226,7 +226,7 @@ def test_bad_pair_fails_alone_and_reruns_skip_finished_outputs(tmp_path: Path):
     )
 
     def state(**changes) -> str:
-        with prepare(dataclasses.replace(request, **changes)) as run:
+        with plan_run(dataclasses.replace(request, **changes)) as run:
             return output_state(run)[0]
 
     assert state() == "done"

@@ -22,12 +22,14 @@ from mmsr_geo.distributed import (
 from mmsr_geo.errors import MmsrGeoError
 from mmsr_geo.executors import SerialExecutor
 from mmsr_geo.fit import FitConfig
+from mmsr_geo.run import template_request
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG = FitConfig(iterations=2, features=4, s2g_kernel=5, g2s_kernel=3, seed=0, device="cpu")
 OPTIONS = {"tile_size": 8, "overlap": 2, "schedule": "paper", "iterations": 2}
 """The same settings as the CLI's FAST (remote-sensing preset = kernels 5/3)."""
+TEMPLATE = template_request(2, config=CONFIG, **OPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def pairs(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def serial_outputs(pairs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     out = tmp_path_factory.mktemp("serial")
-    report = run_batch(pairs, out, scale=2, config=CONFIG, executor=SerialExecutor(), **OPTIONS)
+    report = run_batch(pairs, out, TEMPLATE, executor=SerialExecutor())
     assert [r.status for r in report.records] == ["ok"] * 2, [r.error for r in report.records]
     return {Path(r.output).name: read(r.output) for r in report.records}
 
@@ -76,12 +78,12 @@ def assert_same_outputs(expected: dict[str, np.ndarray], out: Path) -> None:
 def test_dask_executor_gives_the_serial_outputs(cluster, pairs, serial_outputs, tmp_path):
     _, client = cluster
     report = run_batch(
-        pairs, tmp_path, scale=2, config=CONFIG, executor=DaskExecutor(client), **OPTIONS
+        pairs, tmp_path, TEMPLATE, executor=DaskExecutor(client)
     )
     assert [(r.status, r.tiles_fitted) for r in report.records] == [("ok", 4)] * 2
     assert_same_outputs(serial_outputs, tmp_path)
     again = run_batch(
-        pairs, tmp_path, scale=2, config=CONFIG, executor=DaskExecutor(client), **OPTIONS
+        pairs, tmp_path, TEMPLATE, executor=DaskExecutor(client)
     )
     assert [r.status for r in again.records] == ["skipped"] * 2, "reruns skip finished outputs"
     assert again.records[0].device == "cpu" and again.records[0].cycle_rmse is not None
@@ -105,7 +107,7 @@ def test_cli_on_a_scheduler_address_gives_the_serial_outputs(
 
 def test_local_processes_give_the_serial_outputs(pairs, serial_outputs, tmp_path):
     with LocalProcessExecutor(2) as executor:
-        report = run_batch(pairs, tmp_path, scale=2, config=CONFIG, executor=executor, **OPTIONS)
+        report = run_batch(pairs, tmp_path, TEMPLATE, executor=executor)
     assert [r.status for r in report.records] == ["ok"] * 2, [r.error for r in report.records]
     assert_same_outputs(serial_outputs, tmp_path)
     sources = [str(p.source) for p in pairs]

@@ -20,23 +20,12 @@ from click.testing import CliRunner
 from mmsr_geo_cli.evaluate import evaluate
 from PIL import Image
 
+from mmsr_geo.degradation import bicubic_upsample, pool
 from mmsr_geo.errors import InputError
-from mmsr_geo.evaluation import (
-    PairScores,
-    bicubic_upsample,
-    evaluate_pair,
-    load_geotiff_pair,
-    load_middlebury_dir,
-    mae,
-    middlebury_names,
-    pool,
-    rmse,
-    slope,
-    slope_mask,
-    slope_rmse,
-    summarise,
-)
+from mmsr_geo.evaluation import PairScores, evaluate_pair, summarise
 from mmsr_geo.fit import FitConfig
+from mmsr_geo.loaders import load_geotiff_pair, load_middlebury_dir, middlebury_names
+from mmsr_geo.metrics import mae, rmse, slope, slope_mask, slope_rmse
 
 ROOT = Path(__file__).resolve().parents[1]
 MIDDLEBURY = Path(__file__).resolve().parents[2] / "shared" / "data" / "middlebury"

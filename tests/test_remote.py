@@ -22,7 +22,13 @@ from mmsr_geo.aoi import fetch_url, read_aoi
 from mmsr_geo.batch import Pair, pairs_from_glob, pairs_from_manifest, run_batch
 from mmsr_geo.errors import InputError
 from mmsr_geo.fit import FitConfig
-from mmsr_geo.pipeline import UpscaleRequest, default_output_path, prepare, upscale_raster
+from mmsr_geo.run import (
+    UpscaleRequest,
+    default_output_path,
+    plan_run,
+    template_request,
+    upscale_raster,
+)
 from mmsr_geo.writer import read_settings
 
 SCALE = 2
@@ -256,16 +262,16 @@ def test_remote_inputs_are_recorded_by_address(served, tmp_path: Path) -> None:
     folder, server = served
     url = f"{server.url}/dem.tif?version=1"
     request = UpscaleRequest(url, folder / "rgb.tif", SCALE, output=tmp_path / "o.tif")
-    with prepare(request) as run_:
+    with plan_run(request) as run_:
         plain = run_.settings.source
-    with prepare(
+    with plan_run(
         UpscaleRequest(url, folder / "rgb.tif", SCALE, output=tmp_path / "o.tif", record_paths=True)
     ) as run_:
         recorded = run_.settings.source
     other = UpscaleRequest(
         f"{server.url}/dem.tif?version=2", folder / "rgb.tif", SCALE, output=tmp_path / "o.tif"
     )
-    with prepare(other) as run_:
+    with plan_run(other) as run_:
         changed = run_.settings.source
     assert plain.name == "dem.tif" and plain.path is None and url not in plain.fingerprint
     assert recorded.path == url and recorded.fingerprint == plain.fingerprint
@@ -279,7 +285,7 @@ def test_outputs_must_be_local(served, tmp_path: Path) -> None:
             folder / "dem.tif", folder / "rgb.tif", SCALE, output=output, preview=preview
         )
         with pytest.raises(InputError, match="must be a local file"):
-            prepare(request)
+            plan_run(request)
 
 
 def test_manifest_urls_are_kept_and_globs_are_local(tmp_path: Path) -> None:
@@ -303,11 +309,11 @@ def test_manifest_urls_are_kept_and_globs_are_local(tmp_path: Path) -> None:
 def test_batch_of_a_url_pair(served, reference, tmp_path: Path) -> None:
     folder, server = served
     pairs = [Pair(f"{server.url}/dem.tif", f"{server.url}/rgb.tif")]
-    report = run_batch(pairs, tmp_path / "out", scale=SCALE, config=CONFIG)
+    report = run_batch(pairs, tmp_path / "out", template_request(SCALE, config=CONFIG))
     record = report.records[0]
     assert record.status == "ok", record.error
     assert pixels(Path(record.output)) == reference
     index = json.loads((tmp_path / "out" / "batch-index.geojson").read_text())
     assert len(index["features"]) == 1
-    rerun = run_batch(pairs, tmp_path / "out", scale=SCALE, config=CONFIG)
+    rerun = run_batch(pairs, tmp_path / "out", template_request(SCALE, config=CONFIG))
     assert rerun.records[0].status == "skipped"  # the same address, the same settings

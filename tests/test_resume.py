@@ -15,6 +15,7 @@ from test_batch import REPO, cli_command, cli_env, load_report, make_pair, one_t
 
 from mmsr_geo.batch import pairs_from_glob, run_batch
 from mmsr_geo.fit import FitConfig
+from mmsr_geo.run import template_request
 from mmsr_geo.strategies import AUTO_CANDIDATES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,14 +86,16 @@ def test_interrupted_and_killed_batch_resumes_to_the_uninterrupted_output(tmp_pa
     uninterrupted = run_batch(
         pairs_from_glob(str(data / "*_DSM.tif")),
         tmp_path / "reference",
-        scale=2,
-        config=FitConfig(
-            iterations=ITERATIONS, features=4, s2g_kernel=5, g2s_kernel=3, device="cpu"
+        template_request(
+            2,
+            config=FitConfig(
+                iterations=ITERATIONS, features=4, s2g_kernel=5, g2s_kernel=3, device="cpu"
+            ),
+            tile_size=6,
+            overlap=2,
+            schedule="auto",
+            iterations=ITERATIONS,
         ),
-        tile_size=6,
-        overlap=2,
-        schedule="auto",
-        iterations=ITERATIONS,
     )
     assert uninterrupted.records[0].tiles_fitted == TILES
     np.testing.assert_array_equal(read(final), read(uninterrupted.records[0].output))

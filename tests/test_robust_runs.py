@@ -4,6 +4,7 @@ a file, and bugs that are never reported as bad input. Real GeoTIFFs, real CLI p
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import stat
@@ -31,7 +32,7 @@ from test_batch import (  # noqa: F401 (fixture)
 
 from mmsr_geo import PRESETS, FitConfig
 from mmsr_geo.errors import InputError
-from mmsr_geo.pipeline import upscale_raster
+from mmsr_geo.run import upscale_raster
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # in-process CLI runs, as the subprocesses
 
@@ -265,7 +266,7 @@ def test_an_internal_error_is_not_reported_as_bad_input(tmp_path: Path, monkeypa
     def bug(*_args, **_kwargs):
         raise KeyError("tile_index")
 
-    monkeypatch.setattr("mmsr_geo.pipeline._fit_stage", bug)
+    monkeypatch.setattr(importlib.import_module("mmsr_geo.run.execute"), "fit_pending", bug)
     crashed = CliRunner().invoke(cli_main, args)
     assert crashed.exit_code == 70
     assert "internal error: KeyError" in crashed.stderr and "this is a bug" in crashed.stderr
@@ -273,7 +274,7 @@ def test_an_internal_error_is_not_reported_as_bad_input(tmp_path: Path, monkeypa
     def bad_input(*_args, **_kwargs):
         raise InputError("the tile is unusable")
 
-    monkeypatch.setattr("mmsr_geo.pipeline._fit_stage", bad_input)
+    monkeypatch.setattr(importlib.import_module("mmsr_geo.run.execute"), "fit_pending", bad_input)
     refused = CliRunner().invoke(cli_main, args)
     assert refused.exit_code == 1 and "Error: the tile is unusable" in refused.stderr
     assert "internal" not in refused.stderr

@@ -61,7 +61,7 @@ def test_a_residual_fit_starts_at_bicubic_and_averaging_stays_close():
     guide = np.stack([np.sin(xx / 4), yy / 32]).astype(np.float32)
     start = fit(lr, guide, 2, dataclasses.replace(BASE, iterations=1, residual="bicubic",
                                                   learning_rate=0.0))
-    from mmsr_geo.evaluation import bicubic_upsample
+    from mmsr_geo.degradation import bicubic_upsample
 
     np.testing.assert_allclose(start.prediction, bicubic_upsample(lr, 2), atol=1e-3)
     plain = fit(lr, guide, 2, dataclasses.replace(BASE, iterations=40, schedule="cosine"))

@@ -22,7 +22,7 @@ from mmsr_geo_cli.upscale import upscale
 from mmsr_geo.checkpoints import work_dir_for
 from mmsr_geo.errors import InputError
 from mmsr_geo.fit import FitConfig
-from mmsr_geo.pipeline import upscale_raster
+from mmsr_geo.run import upscale_raster
 from mmsr_geo.writer import read_settings
 
 FAST = FitConfig(iterations=2, features=8, s2g_kernel=3, g2s_kernel=3, device="cpu")
@@ -114,6 +114,9 @@ def test_non_georeferenced_png_pair(tmp_path: Path, caplog: pytest.LogCaptureFix
 class _Recorder:
     """An executor that runs tiles in-process, calling ``check`` before each and raising
     KeyboardInterrupt after ``stop_after`` tiles (like Ctrl-C)."""
+
+    in_process = False
+    local_tiles = None
 
     def __init__(self, check: Callable[[], None], stop_after: int | None = None) -> None:
         self.check, self.stop_after, self.ran = check, stop_after, 0

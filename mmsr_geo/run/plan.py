@@ -1,0 +1,249 @@
+"""The plan stage: validate everything a run needs before any work, and freeze it.
+
+:func:`plan_run` opens the inputs (files, bands, scale, overlap), reads the AOI, checks every
+output-side option (output and preview names, creation options, data type), lays out the
+tiles and builds the one :class:`~mmsr_geo.settings.RunSettings` that identifies the result.
+Anything wrong is an :class:`~mmsr_geo.errors.InputError` here, with nothing written. The
+:class:`RunPlan` it returns is frozen: the later stages (choose, fit, write) read it and
+return values of their own, never fill it in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shapely.geometry.base import BaseGeometry
+
+from ..aoi import read_aoi
+from ..checkpoints import work_dir_for
+from ..errors import InputError, OutputExistsError, OverlapError
+from ..grid import OutputGrid
+from ..memory import default_overlap, default_tile_size
+from ..raster_io import band_encoding, is_remote, remote_name
+from ..settings import InputFile, RunSettings, input_file
+from ..strategies import Schedule
+from ..tiling import TilePlan, plan_tiles
+from ..writer import (
+    DTYPES,
+    OutputEncoding,
+    choose_nodata,
+    is_float,
+    output_profile,
+    validate_profile,
+)
+from ..writer import creation_options as gdal_creation_options
+from .inputs import Inputs, open_inputs
+from .request import UpscaleRequest
+
+OUTPUT_SUFFIXES = (".tif", ".tiff")
+PREVIEW_SUFFIXES = (".png",)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated request with its inputs open: everything the later stages share.
+
+    Use as a context manager (or call :meth:`close`) to close the files.
+    """
+
+    request: UpscaleRequest
+    output: Path
+    preview: Path | None
+    inputs: Inputs
+    aoi: BaseGeometry | None
+    """The AOI in the output CRS (None: everywhere)."""
+    schedule: Schedule
+    tiles: TilePlan
+    encoding: OutputEncoding
+    settings: RunSettings
+    profile: Mapping[str, Any]
+    """The output's GTiff profile."""
+    cog_options: Mapping[str, str] | None
+    """The COG driver's options (None: a plain tiled GeoTIFF)."""
+    _files: contextlib.ExitStack
+
+    @property
+    def grid(self) -> OutputGrid:
+        return self.inputs.grid
+
+    @property
+    def work_dir(self) -> Path:
+        return work_dir_for(self.output)
+
+    def close(self) -> None:
+        self._files.close()
+
+    def __enter__(self) -> RunPlan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def plan_run(request: UpscaleRequest) -> RunPlan:
+    """Open and validate everything a run needs, before any tile is fitted.
+
+    Raises :class:`~mmsr_geo.errors.InputError` (and subclasses) for anything wrong with the
+    inputs or the output-side options; nothing is written.
+    """
+    output = request.output_path()
+    preview = Path(request.preview) if request.preview is not None else None
+    schedule = Schedule.resolve(request.config, request.schedule, request.iterations)
+    _check_output_side(request, output, preview)
+    files = contextlib.ExitStack()
+    try:
+        return _plan(request, output, preview, schedule, files)
+    except BaseException:
+        files.close()
+        raise
+
+
+def _plan(
+    request: UpscaleRequest,
+    output: Path,
+    preview: Path | None,
+    schedule: Schedule,
+    files: contextlib.ExitStack,
+) -> RunPlan:
+    inputs = open_inputs(
+        files, request.source, request.guide, request.scale, request.band, request.guide_bands
+    )
+    grid = inputs.grid
+    aoi_record, aoi = None, None
+    if request.aoi is not None:
+        area = read_aoi(request.aoi)  # a file is read and a URL fetched once, here
+        aoi_record, aoi = area.record(), area.geometry(grid.crs)
+        if not aoi.intersects(inputs.common):
+            raise OverlapError("the AOI does not overlap the area covered by source and guide")
+
+    tile_size = request.tile_size or default_tile_size(grid.scale)
+    overlap = (
+        request.overlap if request.overlap is not None else default_overlap(grid.scale, tile_size)
+    )
+    tiles = plan_tiles(grid.lr_width, grid.lr_height, grid.scale, tile_size, overlap)
+    encoding = _encoding(request, inputs)
+    settings = RunSettings(
+        source=_input_record(request.source, request.record_paths),
+        band=inputs.band,
+        guide=_input_record(request.guide, request.record_paths),
+        guide_bands=inputs.guide_bands,
+        scale=grid.scale,
+        tile_size=tile_size,
+        overlap=overlap,
+        aoi=aoi_record,
+        dtype=request.dtype,
+        nodata=encoding.nodata,
+        fit=schedule.base,
+        schedule=schedule.name,
+        budget=request.iterations,
+        creation_options=tuple(sorted(request.creation_options.items())),
+        cog=request.cog,
+    )
+    gtiff = gdal_creation_options(request.dtype, None if request.cog else request.creation_options)
+    profile = output_profile(grid, request.dtype, encoding.nodata, gtiff)
+    cog_options = (
+        gdal_creation_options(request.dtype, request.creation_options, cog=True)
+        if request.cog
+        else None
+    )
+    validate_profile(profile, cog_options)
+    return RunPlan(
+        request=request,
+        output=output,
+        preview=preview,
+        inputs=inputs,
+        aoi=aoi,
+        schedule=schedule,
+        tiles=tiles,
+        encoding=encoding,
+        settings=settings,
+        profile=profile,
+        cog_options=cog_options,
+        _files=files,
+    )
+
+
+def _check_output_side(request: UpscaleRequest, output: Path, preview: Path | None) -> None:
+    """The output type, output and preview names: local, known suffixes, folders that exist,
+    never an input; an existing preview only with ``overwrite``."""
+    if request.dtype not in DTYPES:
+        raise InputError(
+            f"unsupported output dtype {request.dtype!r}: choose one of {', '.join(DTYPES)}"
+        )
+    inputs = [request.source, request.guide]
+    for what, path in (("output", request.output), ("preview", request.preview)):
+        if path is not None and is_remote(path):
+            raise InputError(
+                f"the {what} {os.fspath(path)} must be a local file: mmsr-geo reads URLs and GDAL "
+                "paths but writes local files (copy the result where it should go)"
+            )
+    _check_path_option(output, "output", OUTPUT_SUFFIXES)
+    if any(_same_file(output, p) for p in inputs):
+        raise InputError(f"the output {output} would overwrite an input")
+    if preview is not None:
+        _check_path_option(preview, "preview", PREVIEW_SUFFIXES)
+        if any(_same_file(preview, p) for p in [*inputs, output]):
+            raise InputError(f"the preview {preview} would overwrite an input or the output")
+        if preview.exists() and not request.overwrite:
+            raise OutputExistsError(f"{preview} exists: use --overwrite to replace it")
+
+
+def _check_path_option(path: Path, what: str, suffixes: Sequence[str]) -> None:
+    """A file name the option can write: a known suffix (an output may have none), not a
+    folder, in a folder that exists."""
+    if path.suffix.lower() not in suffixes and not (what == "output" and not path.suffix):
+        raise InputError(
+            f"the {what} {path} must end in {' or '.join(suffixes)}"
+            + (": mmsr-geo writes GeoTIFFs" if what == "output" else "")
+        )
+    if path.is_dir():
+        raise InputError(f"the {what} {path} is a directory")
+    if not path.parent.is_dir():
+        raise InputError(f"the {what}'s folder {path.parent} does not exist")
+
+
+def _same_file(a: Path, b: str | os.PathLike[str]) -> bool:
+    if is_remote(b):
+        return False
+    return a.resolve() == Path(b).resolve()
+
+
+def _input_record(path: str | os.PathLike[str], record_path: bool) -> InputFile:
+    """A local input by name and content; a remote one by its address, as given (its bytes
+    are not downloaded just to be hashed, so a remote file changed in place is not noticed).
+
+    The address is recorded as a hash unless the paths are asked for: like a local folder, a
+    host, bucket or signed query string is not written into every output.
+    """
+    if is_remote(path):
+        text = os.fspath(path)
+        digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+        return InputFile(
+            name=remote_name(text) or text,
+            fingerprint=f"address:{digest}",
+            path=text if record_path else None,
+        )
+    return input_file(path, record_path)
+
+
+def _encoding(request: UpscaleRequest, inputs: Inputs) -> OutputEncoding:
+    """Output type, nodata and (for an integer output of a scaled source) scale and offset."""
+    source_nodata = inputs.source.nodatavals[inputs.band - 1]
+    scale, offset = band_encoding(inputs.source, inputs.band)
+    keep_encoding = not is_float(request.dtype) and (scale, offset) != (1.0, 0.0)
+    nodata = choose_nodata(source_nodata, request.dtype, request.nodata)
+    if keep_encoding:
+        return OutputEncoding(request.dtype, nodata, scale, offset)
+    return OutputEncoding(request.dtype, nodata)
+
+
+def check_output_free(plan: RunPlan) -> None:
+    """An existing output is only replaced with ``overwrite``."""
+    if plan.output.exists() and not plan.request.overwrite:
+        raise OutputExistsError(f"{plan.output} exists: use --overwrite to replace it")

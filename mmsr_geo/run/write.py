@@ -1,0 +1,156 @@
+"""The write stage: checkpointed tiles blended block by block into the output GeoTIFF.
+
+The output is written under a temporary name and put in place when complete
+(:func:`mmsr_geo.writer.atomic_raster`); blocks are pulled one at a time from the checkpoints
+through a small cache, so memory is bounded by the block and tile sizes, never by the
+raster's. The tags record the settings and what the result determines, never timings, so a
+resumed run writes the very bytes of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from rasterio.windows import Window, subdivide
+
+from ..blending import blend_block
+from ..checkpoints import TileCheckpoints, TileFacts
+from ..progress import Progress
+from ..tiling import TilePlan
+from ..writer import (
+    BLOCK_SIZE,
+    EncodeCounts,
+    OutputEncoding,
+    atomic_raster,
+    provenance_tags,
+)
+from .choose import FitChoice
+from .plan import RunPlan
+
+log = logging.getLogger(__name__)
+
+TILE_CACHE_SIZE = 16
+"""Checkpointed tiles held in memory while blending (the blocks walk row by row)."""
+
+
+class _TileCache:
+    """A small LRU of checkpointed tile predictions, recording each tile's facts."""
+
+    def __init__(self, checkpoints: TileCheckpoints, size: int = TILE_CACHE_SIZE) -> None:
+        self._checkpoints = checkpoints
+        self._size = size
+        self._tiles: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.facts: dict[int, TileFacts] = {}
+
+    def get(self, index: int) -> np.ndarray:
+        if index in self._tiles:
+            self._tiles.move_to_end(index)
+            return self._tiles[index]
+        prediction, facts = self._checkpoints.load(index)
+        self.facts[index] = facts
+        self._tiles[index] = prediction
+        if len(self._tiles) > self._size:
+            self._tiles.popitem(last=False)
+        return prediction
+
+
+def _blend_size(tiles: TilePlan, block: int) -> int:
+    """Blend windows: whole GTiff blocks, at least one tile stride wide, so each checkpoint
+    is loaded only a few times."""
+    stride = max(1, tiles.tile_size - tiles.overlap) * tiles.scale
+    return block * max(1, math.ceil(stride / block))
+
+
+def write_output(
+    plan: RunPlan, fit: FitChoice, checkpoints: TileCheckpoints, progress: Progress
+) -> dict[int, TileFacts]:
+    """Blend the checkpointed tiles block by block into the output (placed atomically);
+    returns the facts of every tile."""
+    done = checkpoints.done()
+    tiles, grid, inputs = plan.tiles, plan.grid, plan.inputs
+    block = int(plan.profile.get("blockxsize", BLOCK_SIZE))
+    cache = _TileCache(checkpoints)
+    ramp = tiles.overlap * tiles.scale
+    counts = EncodeCounts()
+    size = _blend_size(tiles, block)
+    windows = subdivide(Window(0, 0, grid.width, grid.height), size, size)
+    with atomic_raster(
+        plan.output,
+        plan.profile,
+        overwrite=plan.request.overwrite,
+        cog=plan.request.cog,
+        cog_options=plan.cog_options,
+    ) as dst:
+        for number, window in enumerate(windows, start=1):
+            contributions = [
+                (tile.hr_window, cache.get(tile.index))
+                for tile in tiles.tiles_touching(window)
+                if tile.index in done
+            ]
+            values, valid = blend_block(window, contributions, ramp)
+            stored, block_counts = plan.encoding.encode(values, valid)
+            counts.add(block_counts)
+            dst.write(stored, 1, window=window)
+            progress.blocks_written(number, len(windows))
+        dst.update_tags(**provenance_tags(plan.settings.record(), run_facts(fit, cache.facts)))
+        band = inputs.band
+        description = inputs.source.descriptions[band - 1] or f"band {band}"
+        dst.set_band_description(1, f"{description} x{grid.scale} (MMSR)")
+        units = inputs.source.units[band - 1] if inputs.source.units else None
+        if units:
+            dst.set_band_unit(1, units)
+        if (plan.encoding.scale, plan.encoding.offset) != (1.0, 0.0):
+            dst.scales = (plan.encoding.scale,)
+            dst.offsets = (plan.encoding.offset,)
+    _report_counts(counts, plan.encoding)
+    return cache.facts
+
+
+def run_facts(fit: FitChoice, tile_facts: dict[int, TileFacts]) -> dict[str, Any]:
+    """Facts of the result for the ``MMSR_RUN`` tag: the strategy (and, when ``auto`` chose
+    it, every candidate's score one scale down), devices, precisions, tiles with data, cycle
+    RMSE, iterations used.
+
+    Only what the result determines (no timings, no count of resumed tiles), so a resumed
+    run writes the very bytes of an uninterrupted one.
+    """
+    facts = list(tile_facts.values())
+    iterations = [f.iterations for f in facts]
+    return {
+        "strategy": fit.strategy,
+        "selection": fit.selection,
+        "devices": sorted({f.device for f in facts if f.device}),
+        "precisions": sorted({f.precision for f in facts}),
+        "tiles_with_data": len(facts),
+        "mean_cycle_rmse": float(np.mean([f.cycle_rmse for f in facts])) if facts else None,
+        "iterations": {
+            "min": int(np.min(iterations)),
+            "median": float(np.median(iterations)),
+            "max": int(np.max(iterations)),
+        }
+        if facts
+        else None,
+    }
+
+
+def _report_counts(counts: EncodeCounts, encoding: OutputEncoding) -> None:
+    if counts.clipped:
+        lo, hi = encoding.physical_range()
+        log.warning(
+            "%d valid output pixels were outside what %s holds (%.6g to %.6g) and were clipped",
+            counts.clipped,
+            encoding.dtype,
+            lo,
+            hi,
+        )
+    if counts.moved_off_nodata:
+        log.warning(
+            "%d valid output pixels were predicted exactly as the nodata value %g and were "
+            "moved one step off it (choose another --nodata to avoid this)",
+            counts.moved_off_nodata,
+            encoding.nodata,
+        )
