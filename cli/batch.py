@@ -3,6 +3,7 @@ layer over :func:`mmsr_geo.batch.run_batch`, with one template request for every
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,9 @@ def batch(
     """
     if bool(sources) == (manifest is not None):
         raise click.UsageError("give either SOURCES or --manifest")
+    batch_log = logging.getLogger("mmsr_geo.batch")
+    if not quiet and batch_log.getEffectiveLevel() > logging.INFO:
+        batch_log.setLevel(logging.INFO)  # which files were left out, and why
     if manifest is not None:
         pairs = pairs_from_manifest(manifest)
     else:

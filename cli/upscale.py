@@ -22,6 +22,7 @@ from rasterio.rio.helpers import resolve_inout
 
 from mmsr_geo.progress import JsonProgress, Progress, count
 from mmsr_geo.run import check_output_free, execute, plan_run
+from mmsr_geo.selection import gain_words
 
 from .common import reporting_command
 from .options import build_request, open_executor, upscale_options
@@ -80,7 +81,7 @@ def run_upscale(
             else ""
         )
         gain = (
-            f", expected {100 * report.expected_gain:.0f}% below bicubic"
+            f", expected {gain_words(report.expected_gain)}"
             if report.expected_gain is not None
             else ""
         )

@@ -30,6 +30,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
+from shapely.validation import explain_validity
 
 from .errors import InputError
 
@@ -59,6 +60,21 @@ def _geojson_geometry(document: dict) -> tuple[BaseGeometry, CRS]:
         except CRSError:
             raise InputError(f"the AOI GeoJSON names an unknown crs {named!r}") from None
     return unary_union(parts), crs
+
+
+def _check_lon_lat(geometry: BaseGeometry, crs: CRS, named: bool) -> None:
+    """A GeoJSON without a ``crs`` member is longitude/latitude (RFC 7946): coordinates beyond
+    +-180 / +-90 are projected ones (UTM metres, say), and the message says so."""
+    if named or crs != GEOJSON_CRS:
+        return
+    minx, miny, maxx, maxy = geometry.bounds
+    if max(abs(minx), abs(maxx)) > 180 or max(abs(miny), abs(maxy)) > 90:
+        raise InputError(
+            f"the AOI GeoJSON has coordinates beyond longitude/latitude (x {minx:.6g} to "
+            f"{maxx:.6g}, y {miny:.6g} to {maxy:.6g}): GeoJSON without a \"crs\" member is "
+            "lon/lat (RFC 7946); name its CRS in a \"crs\" member, or pass WKT in the "
+            "source's CRS"
+        )
 
 
 def is_url(text: str) -> bool:
@@ -118,6 +134,7 @@ class Aoi:
                     raise InputError(
                         "a GeoJSON AOI needs a georeferenced source: use WKT in pixel coordinates"
                     )
+                _check_lon_lat(geometry, crs, named=document.get("crs") is not None)
                 if crs != target_crs:
                     geometry = shape(transform_geom(crs, target_crs, mapping(geometry)))
             else:
@@ -129,6 +146,11 @@ class Aoi:
                 f"the AOI {self.text!r} is neither an existing GeoJSON file, a GeoJSON URL nor "
                 "a WKT geometry"
             ) from None
+        if not geometry.is_empty and not geometry.is_valid:
+            raise InputError(
+                f"the AOI is not a valid polygon ({explain_validity(geometry)}): repair it, "
+                "e.g. with QGIS's 'Fix geometries'"
+            )
         if geometry.is_empty or geometry.area <= 0:
             raise InputError("the AOI has no area: give a polygon")
         return geometry.buffer(0)

@@ -119,8 +119,13 @@ def run_protocol(
         if mask.shape != reference.shape:
             raise InputError(f"mask {mask.shape} does not match the reference {reference.shape}")
         valid &= mask
-    if reference.shape[0] % scale or reference.shape[1] % scale:
-        h, w = reference.shape
+    h, w = reference.shape
+    if h < scale or w < scale:
+        raise InputError(
+            f"{name or 'the reference'} is {w}x{h} pixels, smaller than one x{scale} block: "
+            "nothing to pool and evaluate"
+        )
+    if h % scale or w % scale:
         warnings.warn(
             f"{name or 'reference'}: {h}x{w} is not a multiple of x{scale}: evaluated on the "
             f"top-left {h - h % scale}x{w - w % scale}",

@@ -13,18 +13,16 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import shapely
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.features import sieve
 from rasterio.fill import fillnodata
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import transform_geom
 from rasterio.windows import Window
-from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from .errors import InputError, OverlapError
+from .footprints import dataset_footprint, grid_footprint, reprojected
 from .grid import OutputGrid
 from .raster_io import pixel_validity
 
@@ -35,8 +33,8 @@ _ALIGN_TOLERANCE = 1e-6
 
 
 def source_footprint(grid: OutputGrid) -> BaseGeometry:
-    """The source's footprint in its own CRS (pixel units for pixel-only pairs)."""
-    return box(*grid.bounds)
+    """The source's true footprint in its own CRS (pixel units for pixel-only pairs)."""
+    return grid_footprint(grid.lr_transform, grid.lr_width, grid.lr_height)
 
 
 def pixel_aligned(guide: DatasetReader, grid: OutputGrid) -> bool:
@@ -45,23 +43,12 @@ def pixel_aligned(guide: DatasetReader, grid: OutputGrid) -> bool:
 
 
 def guide_footprint(guide: DatasetReader, grid: OutputGrid) -> BaseGeometry:
-    """The guide's footprint in the output CRS, its edges densified so that a reprojection
-    bends them as it bends the raster (for a pixel-aligned pair: the source's footprint scaled
-    by the guide's size)."""
+    """The guide's true footprint in the output CRS, its edges densified so that a
+    reprojection bends them as it bends the raster. A pixel-aligned guide (no CRS) covers the
+    output grid's pixels from the top-left corner, as many as it has."""
     if pixel_aligned(guide, grid):
-        left, bottom, right, top = grid.bounds
-        return box(
-            left,
-            bottom,
-            left + (right - left) * guide.width / grid.width,
-            bottom + (top - bottom) * guide.height / grid.height,
-        )
-    outline = box(*guide.bounds)
-    if guide.crs == grid.crs:
-        return outline
-    length = max(outline.bounds[2] - outline.bounds[0], outline.bounds[3] - outline.bounds[1])
-    dense = shapely.segmentize(outline, length / 32)
-    return shape(transform_geom(guide.crs, grid.crs, mapping(dense))).buffer(0)
+        return grid_footprint(grid.transform, guide.width, guide.height)
+    return reprojected(dataset_footprint(guide), guide.crs, grid.crs)
 
 
 def check_overlap(guide: DatasetReader, grid: OutputGrid) -> BaseGeometry:
@@ -92,6 +79,14 @@ def check_overlap(guide: DatasetReader, grid: OutputGrid) -> BaseGeometry:
             grid.pixel_size,
         )
     return common
+
+
+def alpha_band(dataset: DatasetReader) -> int | None:
+    """The 1-based index of the dataset's alpha band, if it has one."""
+    for index, interpretation in enumerate(dataset.colorinterp, start=1):
+        if interpretation == ColorInterp.alpha:
+            return index
+    return None
 
 
 def max_hole_pixels(scale: int) -> int:
@@ -151,6 +146,7 @@ class AlignedGuide:
         self.bands = tuple(bands)
         self.grid = grid
         self._vrt: WarpedVRT | None = None
+        self._alpha = 0
         self._offset = (0, 0)
         self.resampling = Resampling.nearest
         """How the guide is resampled onto the output grid (nearest: it is not resampled)."""
@@ -185,30 +181,39 @@ class AlignedGuide:
         return round(col), round(row)
 
     def _warped_vrt(self) -> WarpedVRT:
-        """A VRT with the output grid; average when the guide is finer, else bilinear. Without
-        a guide nodata value an alpha band marks where the guide has no data."""
+        """A VRT with the output grid; average when the guide is finer, else bilinear.
+
+        Its alpha band is what says where the warped guide has data: the guide's own alpha
+        band (an RGBA orthophoto), else one GDAL adds from the guide's footprint, nodata and
+        mask band. GDAL's per-band masks of such a VRT report every pixel valid outside the
+        footprint of a guide without a nodata value, so the alpha band is read, not them."""
         footprint = guide_footprint(self.dataset, self.grid)
         guide_pixel = math.sqrt(footprint.area / (self.dataset.width * self.dataset.height))
         finer = guide_pixel < self.grid.pixel_size * 0.95
         self.resampling = Resampling.average if finer else Resampling.bilinear
-        return WarpedVRT(
+        own_alpha = alpha_band(self.dataset)
+        vrt = WarpedVRT(
             self.dataset,
             crs=self.grid.crs,
             transform=self.grid.transform,
             width=self.grid.width,
             height=self.grid.height,
             resampling=self.resampling,
-            add_alpha=self.dataset.nodata is None,
+            add_alpha=own_alpha is None,
             dtype="float32",  # averaged 8-bit values keep their fractions
         )
+        self._alpha = own_alpha or vrt.count
+        return vrt
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """(C, h, w) float32 guide values on the HR ``window`` and an (h, w) validity mask
-        (False outside the guide, at its nodata/alpha and at non-finite values)."""
+        (False outside the guide's footprint, at its nodata, alpha 0 or mask, and at
+        non-finite values)."""
         if self._vrt is not None:
             data = self._vrt.read(list(self.bands), window=window).astype(np.float32)
             masks = self._vrt.read_masks(list(self.bands), window=window)
-            return data, pixel_validity(masks, data)
+            alpha = self._vrt.read(self._alpha, window=window) > 0
+            return data, pixel_validity(masks, data) & alpha
         return self._read_clipped(window)
 
     def _read_clipped(self, window: Window) -> tuple[np.ndarray, np.ndarray]:

@@ -122,6 +122,12 @@ def select_guide_bands(dataset: DatasetReader, bands: Sequence[int] | None) -> t
             raise InputError(
                 f"guide band {b} does not exist: {dataset.name} has {dataset.count} band(s)"
             )
+    repeated = sorted({b for b in bands if list(bands).count(b) > 1})
+    if repeated:
+        raise InputError(
+            f"guide band {repeated[0]} is given twice in --guide-bands: a band repeated adds "
+            "nothing but weight"
+        )
     return tuple(bands)
 
 

@@ -44,6 +44,11 @@ class Choice:
     """RMSE (source units) of each candidate reproducing the source from the pooled pair;
     "bicubic" is bicubic upsampling."""
 
+    def gain_text(self) -> str:
+        """The expected gain as words: "about 18% below bicubic", "about as good as
+        bicubic", or "about 3% above bicubic (worse)"."""
+        return gain_words(self.expected_gain)
+
     @property
     def expected_gain(self) -> float | None:
         """1 - RMSE(choice) / RMSE(bicubic), one scale down: the gain over bicubic to expect."""
@@ -51,6 +56,18 @@ class Choice:
         if not bicubic or self.strategy not in self.scores:
             return None
         return 1.0 - self.scores[self.strategy] / bicubic
+
+
+def gain_words(gain: float | None) -> str:
+    """1 - RMSE / RMSE(bicubic) as words a user reads right (a negative gain is a loss)."""
+    if gain is None:
+        return "no estimate against bicubic"
+    percent = round(100 * gain)
+    if percent == 0:
+        return "about as good as bicubic"
+    if percent > 0:
+        return f"about {percent}% below bicubic"
+    return f"about {-percent}% above bicubic (worse)"
 
 
 def self_validate(

@@ -54,7 +54,11 @@ def resolve_outputs(pairs: Sequence[Pair], output_dir: Path, scale: int) -> list
         if key in seen:
             raise InputError(
                 f"{seen[key]} and {pair.source} would both be written to {out}: "
-                "use a manifest with an output column"
+                + (
+                    "give them different outputs in the manifest's output column"
+                    if pair.output is not None
+                    else "use a manifest with an output column"
+                )
             )
         seen[key] = pair.source
     return outputs

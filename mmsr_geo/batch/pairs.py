@@ -16,8 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rasterio.errors import RasterioError
+
 from ..errors import InputError
 from ..raster_io import is_remote
+from ..writer import read_settings
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +85,10 @@ def pairs_from_glob(
     """Pairs for every file matching the glob(s) (``**`` recurses) whose name the rule maps.
 
     Files the rule does not apply to are left out with an info message, so a glob over a
-    folder of DSMs and RGBs picks the DSMs only. A guide that does not exist is not an error
-    here: that pair fails alone when the batch runs, and the others go on.
+    folder of DSMs and RGBs picks the DSMs only; so are mmsr-geo's own outputs (recognised by
+    their provenance tags), so that a batch writing beside its sources can be rerun. A guide
+    that does not exist is not an error here: that pair fails alone when the batch runs, and
+    the others go on.
     """
     rule = GuideRule.parse(guide_rule) if isinstance(guide_rule, str) else guide_rule
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
@@ -98,8 +103,14 @@ def pairs_from_glob(
         if not matches:
             raise InputError(f"no file matches {pattern!r}")
         sources.update((Path(m), None) for m in matches if os.path.isfile(m))
+    made = [source for source in sources if _made_by_mmsr(source)]
+    if made:
+        log.info(
+            "left out %d file(s) that mmsr-geo made (an earlier run's outputs, by their tags): "
+            "%s", len(made), ", ".join(p.name for p in made[:3]) + (" ..." if len(made) > 3 else "")
+        )
     pairs = []
-    for source in sources:
+    for source in (s for s in sources if s not in made):
         guide = rule.guide_for(source)
         if guide is None:
             log.info("%s: the guide rule does not apply to this name, left out", source)
@@ -111,6 +122,15 @@ def pairs_from_glob(
             f"{len(sources)} matching file(s): pass --guide-pattern for your naming"
         )
     return pairs
+
+
+def _made_by_mmsr(path: Path) -> bool:
+    """Whether ``path`` is an output of mmsr-geo (its tags record the settings that made it);
+    a file that is not a readable raster is not (its pair fails, with the reason, later)."""
+    try:
+        return read_settings(path) is not None
+    except (RasterioError, OSError):
+        return False
 
 
 def pairs_from_manifest(csv_path: str | os.PathLike[str]) -> list[Pair]:

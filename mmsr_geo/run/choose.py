@@ -92,7 +92,7 @@ def _choose_now(plan: RunPlan, stats: RasterStatistics) -> Choice:
             "schedule %s, chosen one scale down (RMSE %s)%s",
             choice.strategy,
             ", ".join(f"{name} {value:.4g}" for name, value in choice.scores.items()),
-            f": expect about {100 * gain:.0f}% below bicubic" if gain is not None else "",
+            f": expect {choice.gain_text()}" if gain is not None else "",
         )
     with atomic_file(plan.work_dir / CHOICE_NAME) as tmp:
         tmp.write_text(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,8 +191,11 @@ def _check_output_side(request: UpscaleRequest, output: Path, preview: Path | No
         _check_path_option(preview, "preview", PREVIEW_SUFFIXES)
         if any(_same_file(preview, p) for p in [*inputs, output]):
             raise InputError(f"the preview {preview} would overwrite an input or the output")
-        if preview.exists() and not request.overwrite:
-            raise OutputExistsError(f"{preview} exists: use --overwrite to replace it")
+        if os.path.lexists(preview) and not request.overwrite:
+            raise OutputExistsError(f"{_existing(preview)}: use --overwrite to replace it")
+    for what, path in (("output", output), ("preview", preview)):
+        if path is not None:
+            _check_writable(path.parent, what)
 
 
 def _check_path_option(path: Path, what: str, suffixes: Sequence[str]) -> None:
@@ -206,6 +210,24 @@ def _check_path_option(path: Path, what: str, suffixes: Sequence[str]) -> None:
         raise InputError(f"the {what} {path} is a directory")
     if not path.parent.is_dir():
         raise InputError(f"the {what}'s folder {path.parent} does not exist")
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """The folder takes a new file: one is made and removed, since permissions alone do not
+    tell (root writes anywhere the mode says, but not in an immutable folder)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".mmsr-check-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InputError(f"cannot write the {what} in {folder}: {reason}") from None
+
+
+def _existing(path: Path) -> str:
+    """How an existing path is named in a message (a link to nothing is one too)."""
+    if path.is_symlink() and not path.exists():
+        return f"{path} exists (a symbolic link to {os.readlink(path)}, which is missing)"
+    return f"{path} exists"
 
 
 def _same_file(a: Path, b: str | os.PathLike[str]) -> bool:
@@ -245,5 +267,5 @@ def _encoding(request: UpscaleRequest, inputs: Inputs) -> OutputEncoding:
 
 def check_output_free(plan: RunPlan) -> None:
     """An existing output is only replaced with ``overwrite``."""
-    if plan.output.exists() and not plan.request.overwrite:
-        raise OutputExistsError(f"{plan.output} exists: use --overwrite to replace it")
+    if os.path.lexists(plan.output) and not plan.request.overwrite:
+        raise OutputExistsError(f"{_existing(plan.output)}: use --overwrite to replace it")

@@ -8,13 +8,12 @@ the source, however large the rasters are.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
-from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from ..errors import InputError
+from ..footprints import pixel_window, reprojected
 from ..guide import pixel_aligned
 from ..normalisation import Normalisation, normalisation_stats
 from ..raster_io import read_decimated
@@ -40,11 +39,9 @@ def raster_statistics(plan: RunPlan) -> RasterStatistics:
         raise InputError(f"the source {inputs.source.name} has no valid pixel (all nodata)")
     guide = inputs.guide_dataset
     window = Window(0, 0, guide.width, guide.height)
-    if not pixel_aligned(guide, plan.grid):
-        bounds = transform_bounds(plan.grid.crs, guide.crs, *inputs.common.bounds, densify_pts=21)
-        shared = from_bounds(*bounds, transform=guide.transform).round_offsets().round_lengths()
-        with contextlib.suppress(ValueError):  # no intersection: keep the whole guide
-            window = window.intersection(shared)
+    if not pixel_aligned(guide, plan.grid):  # the part of the guide the source covers
+        shared = reprojected(inputs.common, plan.grid.crs, guide.crs)
+        window = pixel_window(guide.transform, shared, guide.width, guide.height)
     guide_values, guide_valid = read_decimated(guide, inputs.guide_bands, window, role="guide")
     if not guide_valid.any():
         raise InputError(f"the guide {guide.name} has no valid pixel where it meets the source")
