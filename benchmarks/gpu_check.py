@@ -12,6 +12,10 @@ Stages (all by default; ``--stages`` picks some):
    all images of a scale fitted as one batch (:func:`mmsr_geo.fit.fit_many`), per precision:
    per-image RMSE, bicubic, mean, beside the official notebook's x4 mean (1.71) and the
    paper's Table 1.
+5. ``raster``: the raster-level fit's two kinds of work (issue 21): a training step of one
+   network on 2, 8 and 32 crops of 96 x 96 output pixels (ms per step and per crop), and the
+   trained network's forward pass over batches of 1, 4 and 16 tiles of 256 x 256 (ms per
+   tile), kernels 5/3, 64 features, in the device's default precision.
 
 It imports only torch, numpy, Pillow (and triton when present): the GPU machine's image has no
 GDAL. ``--device cpu --quick`` runs every stage at toy sizes on the CPU in well under three
@@ -49,7 +53,12 @@ from mmsr_geo.loaders import load_middlebury_dir, middlebury_names  # noqa: E402
 from mmsr_geo.metrics import rmse  # noqa: E402
 from mmsr_geo.model import MMSRNet  # noqa: E402
 from mmsr_geo.ops import cross_domain_filter, cross_domain_filter_unfold  # noqa: E402
-from mmsr_geo.training import make_optimiser, precision_mode, training_step  # noqa: E402
+from mmsr_geo.training import (  # noqa: E402
+    make_optimiser,
+    precision_mode,
+    predict,
+    training_step,
+)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "middlebury"
 OPS_TOLERANCE = 1e-4
@@ -70,6 +79,10 @@ class Sizes:
     middlebury_images: int | None = None
     middlebury_crop: int | None = None
     iterations: int = 1000
+    crops_per_step: tuple[int, ...] = (2, 8, 32)
+    crop_hw: int = 96
+    inference_hw: int = 256
+    inference_batches: tuple[int, ...] = (1, 4, 16)
     ops_shapes: tuple[tuple[int, int, int, int], ...] = (
         (2, 3, 6, 7),
         (1, 1, 2, 1),
@@ -86,6 +99,10 @@ QUICK = Sizes(
     middlebury_images=2,
     middlebury_crop=64,
     iterations=5,
+    crops_per_step=(2, 4),
+    crop_hw=32,
+    inference_hw=48,
+    inference_batches=(1, 2),
     ops_shapes=((2, 3, 6, 7), (1, 1, 2, 1), (1, 16, 9, 11)),
 )
 
@@ -308,6 +325,61 @@ def _fit_iteration_ms(config, batch, hw, scale, precision, device, sizes) -> flo
     return seconds * 1e3
 
 
+# --- 5. raster-level fit: training steps on many crops, batched forward passes ------------
+
+
+def time_raster(report: Report, device: torch.device, sizes: Sizes) -> None:
+    scale, precision = 4, resolve_precision("auto", device)
+    config = FitConfig(device=str(device))
+    gen = torch.Generator().manual_seed(0)
+    model = MMSRNet(3, config.s2g_kernel, config.g2s_kernel, config.features).to(device)
+    optimiser, _ = make_optimiser(model, config)
+    rows = []
+    hw = sizes.crop_hw
+    for crops in sizes.crops_per_step:
+        lr = torch.randn((crops, 1, hw // scale, hw // scale), generator=gen).to(device)
+        guide = torch.randn((crops, 3, hw, hw), generator=gen).to(device)
+        weight = torch.ones_like(lr)
+        n_valid = weight.sum(dim=(1, 2, 3))
+        with precision_mode(precision, device):
+            seconds = _timed(
+                lambda lr=lr, guide=guide, weight=weight, n_valid=n_valid: training_step(
+                    model, optimiser, lr, guide, weight, n_valid, scale, precision,
+                    reduction="mean",
+                ),
+                device,
+                sizes.timing_steps,
+            )
+        rows.append(["training step", crops, f"{hw}x{hw}", seconds * 1e3, seconds * 1e3 / crops])
+        report.say(f"raster training step, {crops} crops of {hw}x{hw}: {seconds * 1e3:.1f} ms")
+    model.eval()
+    hw = sizes.inference_hw
+    for batch in sizes.inference_batches:
+        lr = torch.randn((batch, 1, hw // scale, hw // scale), generator=gen).to(device)
+        guide = torch.randn((batch, 3, hw, hw), generator=gen).to(device)
+        try:
+            with precision_mode(precision, device):
+                seconds = _timed(
+                    lambda lr=lr, guide=guide: predict(model, lr, guide, None, precision),
+                    device,
+                    sizes.timing_steps,
+                )
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            _release(device)
+            rows.append(["forward pass", batch, f"{hw}x{hw}", None, None])
+            continue
+        rows.append(["forward pass", batch, f"{hw}x{hw}", seconds * 1e3, seconds * 1e3 / batch])
+        report.say(f"raster forward pass, {batch} tiles of {hw}x{hw}: {seconds * 1e3:.1f} ms")
+    report.sections["raster"] = {
+        "title": f"raster-level fit (x{scale}, kernels 5/3, 64 features, {precision}): "
+        "training steps on crops, forward passes over tiles",
+        "columns": ["work", "crops / tiles", "size", "ms", "ms per crop or tile"],
+        "rows": rows,
+    }
+
+
 # --- 4. Middlebury -----------------------------------------------------------------------
 
 
@@ -429,7 +501,7 @@ def markdown(report: Report, quick: bool) -> str:
         ]
         if failed:
             parts += ["", _table(ops["columns"], failed)]
-    for key in ("filter", "fit"):
+    for key in ("filter", "fit", "raster"):
         section = report.sections.get(key)
         if section:
             parts += ["", f"{section['title']}:", "", _table(section["columns"], section["rows"])]
@@ -480,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("gpu-check"))
     parser.add_argument("--write", type=Path, help="also write the section into this file")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--stages", default="ops,filter,fit,middlebury")
+    parser.add_argument("--stages", default="ops,filter,fit,raster,middlebury")
     parser.add_argument(
         "--precisions",
         help="Middlebury precisions, comma-separated [default: tf32,fp32,bf16 on CUDA, fp32 "
@@ -499,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "ops": lambda: check_ops(report, device, sizes),
         "filter": lambda: time_filter(report, device, sizes),
         "fit": lambda: time_fit(report, device, sizes),
+        "raster": lambda: time_raster(report, device, sizes),
         "middlebury": lambda: middlebury(
             report, device, sizes, args.data, [resolve_precision(p, device) for p in
                                                precisions.split(",")]

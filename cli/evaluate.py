@@ -120,6 +120,16 @@ def format_table(scores: list[PairScores], mean: PairScores) -> str:
     "depth preset), paper 1000].",
 )
 @click.option(
+    "--fit",
+    "fit_mode",
+    type=click.Choice(("tile", "raster", "hybrid")),
+    default="tile",
+    show_default=True,
+    help="tile: one fit of the whole image (the paper's); raster: one network trained on "
+    "crops of the image, then applied to all of it (what 'upscale --fit raster' does across "
+    "a raster); hybrid: that network fine-tuned on the image for a tenth of the iterations.",
+)
+@click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
     default=None,
@@ -164,6 +174,7 @@ def evaluate(
     scale: int,
     schedule: str,
     iterations: int | None,
+    fit_mode: str,
     preset: str | None,
     device: str,
     seed: int,
@@ -245,6 +256,7 @@ def evaluate(
             progress=progress.iteration,
             schedule=schedule,
             iterations=iterations,
+            fit_mode=fit_mode,
         )
         scores.append(score)
         progress.tile_finished(score.seconds)
@@ -259,6 +271,7 @@ def evaluate(
             "scale": scale,
             "schedule": schedule,
             "iterations": iterations,
+            "fit_mode": fit_mode,
             "preset": preset,
             "s2g_kernel": config.s2g_kernel,
             "g2s_kernel": config.g2s_kernel,
@@ -272,7 +285,7 @@ def evaluate(
     else:
         click.echo(
             f"x{scale}, schedule {schedule} ({mean.strategy}, "
-            f"{mean.iterations_used:g} iterations), preset {preset} "
+            f"{mean.iterations_used:g} iterations), fit {fit_mode}, preset {preset} "
             f"({config.s2g_kernel}/{config.g2s_kernel}), device {mean.device}"
         )
         click.echo(format_table(scores, mean))

@@ -22,7 +22,7 @@ from mmsr_geo.distributed import executor_from_options
 from mmsr_geo.executors import TileExecutor
 from mmsr_geo.fit_config import PRECISIONS, FitConfig
 from mmsr_geo.presets import PRESETS
-from mmsr_geo.run import UpscaleRequest
+from mmsr_geo.run import FIT_MODES, UpscaleRequest
 from mmsr_geo.strategies import AUTO, SCHEDULES
 from mmsr_geo.writer import DTYPES
 
@@ -71,8 +71,38 @@ fit_options = _group(
     click.option(
         "--iterations",
         type=click.IntRange(min=1),
-        help="Optimisation steps per tile [default: the schedule's: auto 300 (500 with the "
-        "depth preset), paper 1000].",
+        help="Optimisation steps per tile, or of the raster-level training [default: the "
+        "schedule's: auto 300 (500 with the depth preset), paper 1000].",
+    ),
+    click.option(
+        "--fit",
+        "fit_mode",
+        type=click.Choice(FIT_MODES),
+        default="auto",
+        show_default=True,
+        help="How tiles get their network. tile: a network fitted to every tile (the "
+        "paper's per-image fit; cost grows with the area); raster: one network trained on "
+        "crops sampled across the raster, then a forward pass per tile (a fixed training "
+        "cost); hybrid: that network as the start of a short fit of every tile (--finetune); "
+        "auto: raster when fitting every tile would cost 4x the raster-level fit or more, "
+        "else tile (README, 'Fit modes').",
+    ),
+    click.option(
+        "--crop-size",
+        type=click.IntRange(min=4),
+        help="Raster-level training: crop edge in SOURCE pixels [default: about 96 output "
+        "pixels, e.g. 24 at x4].",
+    ),
+    click.option(
+        "--crops-per-step",
+        type=click.IntRange(min=1),
+        help="Raster-level training: crops optimised together in every step [default: 2].",
+    ),
+    click.option(
+        "--finetune",
+        type=click.IntRange(min=1),
+        help="Hybrid fit: iterations of every tile's fit from the raster network [default: a "
+        "tenth of the schedule's iterations].",
     ),
     click.option(
         "--features",

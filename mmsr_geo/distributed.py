@@ -33,20 +33,33 @@ GPU_RESOURCE = "GPU"
 """Name of the Dask worker resource a GPU worker advertises (``dask worker --resources GPU=1``)."""
 
 
-def _init_worker(threads: int) -> None:
+_SHARED: Any = None
+"""In a worker process: the value every job of the current run shares (sent once, when the
+pool starts)."""
+
+
+def _init_worker(threads: int, shared: Any = None) -> None:
     """Share the cores between worker processes instead of each one taking all of them, and
     leave Ctrl-C to the parent, which cancels the pool cleanly (workers would otherwise each
-    print a KeyboardInterrupt traceback)."""
+    print a KeyboardInterrupt traceback); keep the run's shared value."""
+    global _SHARED
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     use_threads(threads)
+    _SHARED = shared
+
+
+def _call_with_shared(fn: Callable[..., R], job: Any) -> R:
+    return fn(job, _SHARED)
 
 
 class LocalProcessExecutor:
     """Run jobs in ``workers`` local processes (spawn context, so torch and numba start clean).
 
     Every worker gets ``threads // workers`` torch and numba threads (``threads``: the cores
-    this process may use, by default). Use it as a context manager (or call :meth:`close`) to
-    stop the processes.
+    this process may use, by default). A shared value (:meth:`map_unordered`) reaches each
+    worker once, as the pool starts: the pool is started again when another one comes (a
+    batch's next raster network). Use it as a context manager (or call :meth:`close`) to stop
+    the processes.
     """
 
     in_process = False
@@ -56,25 +69,44 @@ class LocalProcessExecutor:
             raise InputError(f"workers must be >= 1, got {workers}")
         self.workers = workers
         self.local_tiles: int | None = workers
-        threads = max(1, (threads or available_cores()) // workers)
-        self._pool = cf.ProcessPoolExecutor(
-            max_workers=workers,
+        self._threads = max(1, (threads or available_cores()) // workers)
+        self._shared_key: object = None
+        self._pool = self._start(None)
+
+    def _start(self, shared: Any) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(
+            max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(threads,),
+            initargs=(self._threads, shared),
         )
 
-    def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]:
-        """Yield ``fn(job)`` for every job as each finishes; at most 2 x workers in flight.
+    def _pool_with(self, shared: Any) -> None:
+        """Workers that hold ``shared`` (its fingerprint, or the object, identifies it)."""
+        key = getattr(shared, "fingerprint", shared)
+        if shared is None or key == self._shared_key:
+            return
+        self._pool.shutdown(wait=True)
+        self._pool, self._shared_key = self._start(shared), key
+
+    def map_unordered(
+        self, fn: Callable[..., R], jobs: Iterable[J], shared: Any = None
+    ) -> Iterator[R]:
+        """Yield ``fn(job)`` (``fn(job, shared)``) for every job as each finishes; at most
+        2 x workers in flight.
 
         Closing the iterator early (an error, Ctrl-C) cancels the jobs not yet started.
         """
+        self._pool_with(shared)
         window = 2 * self.workers
         pending: set[cf.Future[R]] = set()
         job_iter = iter(jobs)
         try:
             for job in job_iter:
-                pending.add(self._pool.submit(fn, job))
+                if shared is None:
+                    pending.add(self._pool.submit(fn, job))
+                else:
+                    pending.add(self._pool.submit(_call_with_shared, fn, job))
                 if len(pending) >= window:
                     done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                     for future in done:
@@ -136,14 +168,18 @@ class DaskExecutor:
             return self.max_in_flight
         return max(2, 2 * sum(self.client.nthreads().values()))
 
-    def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]:
-        """Yield ``fn(job)`` for every job as its task finishes (re-raising a task's error).
+    def map_unordered(
+        self, fn: Callable[..., R], jobs: Iterable[J], shared: Any = None
+    ) -> Iterator[R]:
+        """Yield ``fn(job)`` (``fn(job, shared)``) for every job as its task finishes
+        (re-raising a task's error). ``shared`` is scattered to every worker once.
 
         Collected futures are released at once so workers drop the results; closing the
         iterator early cancels the tasks still queued or running.
         """
         from distributed import as_completed
 
+        extra = () if shared is None else (self.client.scatter(shared, broadcast=True),)
         completed = as_completed()
         pending: set[Any] = set()
         job_iter = iter(jobs)
@@ -155,7 +191,9 @@ class DaskExecutor:
                     if job is _END:
                         exhausted = True
                     else:
-                        future = self.client.submit(fn, job, resources=self.resources, pure=False)
+                        future = self.client.submit(
+                            fn, job, *extra, resources=self.resources, pure=False
+                        )
                         pending.add(future)
                         completed.add(future)
                 if not pending:
@@ -168,6 +206,8 @@ class DaskExecutor:
         finally:
             if pending:
                 self.client.cancel(list(pending))
+            if extra:
+                self.client.cancel(list(extra))
 
 
 def _connect(scheduler: str | None, scheduler_file: str | None) -> Any:

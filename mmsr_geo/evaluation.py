@@ -26,6 +26,7 @@ from .fit import ProgressCallback, fit
 from .fit_config import FitConfig
 from .metrics import PixelSize, mae, rmse, slope_rmse
 from .normalisation import fill_invalid
+from .raster_fit import fit_raster
 from .selection import choose_auto
 from .strategies import Schedule
 
@@ -57,6 +58,9 @@ class PairScores:
     """Iterations of the fit (for the mean row: the mean over images)."""
     selection: dict[str, float] | None = None
     """With the ``auto`` schedule: each candidate's RMSE one scale down (and bicubic's)."""
+    fit_mode: str = "tile"
+    """``tile`` (a fit of the whole image), ``raster`` or ``hybrid`` (see
+    :func:`evaluate_pair`)."""
 
     def as_dict(self) -> dict[str, float | str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -94,6 +98,7 @@ def run_protocol(
     progress: ProgressCallback | None = None,
     schedule: str | None = None,
     iterations: int | None = None,
+    fit_mode: str = "tile",
 ) -> ProtocolRun:
     """Pool the reference by ``scale`` and super-resolve it back, with MMSR and bicubic.
 
@@ -153,7 +158,14 @@ def run_protocol(
     if plan.is_auto:
         choice = choose_auto(lr_filled, guide, scale, plan, mask=lr_mask)
         chosen, selection = choice.strategy, choice.scores or None
-    result = fit(lr_filled, guide, scale, plan.config(chosen), mask=lr_mask, progress=progress)
+    config = plan.config(chosen)
+    if fit_mode == "tile":
+        result = fit(lr_filled, guide, scale, config, mask=lr_mask, progress=progress)
+    else:
+        result = fit_raster(
+            lr_filled, guide, scale, config, mask=lr_mask, progress=progress,
+            finetune=max(1, config.iterations // 10) if fit_mode == "hybrid" else 0,
+        )
     return ProtocolRun(
         reference=reference,
         valid=valid,
@@ -180,6 +192,7 @@ def evaluate_pair(
     progress: ProgressCallback | None = None,
     schedule: str | None = None,
     iterations: int | None = None,
+    fit_mode: str = "tile",
 ) -> PairScores:
     """Run the paper's protocol on one (H, W) reference and its (C, H, W) guide.
 
@@ -198,6 +211,10 @@ def evaluate_pair(
         progress: forwarded to :func:`mmsr_geo.fit.fit`.
         schedule, iterations: how the fit spends its iterations, as for ``upscale``
             (:meth:`mmsr_geo.strategies.Schedule.resolve`).
+        fit_mode: ``tile`` (the paper's fit of the whole image), ``raster`` (one network
+            trained on crops of it, :func:`mmsr_geo.raster_fit.fit_raster`, then applied to
+            it) or ``hybrid`` (that network fine-tuned on the image for a tenth of the
+            iterations), as ``upscale --fit`` fits tiles.
     """
     run = run_protocol(
         reference,
@@ -209,6 +226,7 @@ def evaluate_pair(
         progress=progress,
         schedule=schedule,
         iterations=iterations,
+        fit_mode=fit_mode,
     )
     valid = run.valid
     slope_scores: dict[str, float] = {}
@@ -229,6 +247,7 @@ def evaluate_pair(
         strategy=run.strategy,
         iterations_used=run.iterations,
         selection=run.selection,
+        fit_mode=fit_mode,
         **slope_scores,
     )
 
@@ -262,4 +281,5 @@ def summarise(scores: Sequence[PairScores], name: str = "mean") -> PairScores:
         pixels=int(round(mean("pixels") or 0)),
         strategy=",".join(dict.fromkeys(s.strategy for s in scores)),
         iterations_used=mean("iterations_used") or 0,
+        fit_mode=",".join(dict.fromkeys(s.fit_mode for s in scores)),
     )

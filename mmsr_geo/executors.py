@@ -7,7 +7,7 @@ access: a process pool or a Dask cluster can run them as well as this module's s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -27,7 +27,13 @@ class TileExecutor(Protocol):
     """How many tiles it fits at once on this machine, for the memory guard (None: the tiles
     are fitted elsewhere, and guarded there)."""
 
-    def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]: ...
+    def map_unordered(
+        self, fn: Callable[..., R], jobs: Iterable[J], shared: Any = None
+    ) -> Iterator[R]:
+        """``fn(job)`` for every job, or ``fn(job, shared)`` when ``shared`` is given: a value
+        every job needs (a raster network's weights) that the executor sends to each worker
+        once, not with every job."""
+        ...
 
 
 class SerialExecutor:
@@ -36,6 +42,8 @@ class SerialExecutor:
     in_process = True
     local_tiles: int | None = 1
 
-    def map_unordered(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]:
+    def map_unordered(
+        self, fn: Callable[..., R], jobs: Iterable[J], shared: Any = None
+    ) -> Iterator[R]:
         for job in jobs:
-            yield fn(job)
+            yield fn(job) if shared is None else fn(job, shared)

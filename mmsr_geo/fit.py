@@ -15,7 +15,7 @@ device: one 320 x 320 tile is far too little work for it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ from .errors import InputError
 from .fit_config import FitConfig, resolve_precision
 from .model import MMSRNet
 from .normalisation import Normalisation
-from .pair_inputs import normalised_pair
+from .pair_inputs import NormalisedPair, normalised_pair
 from .training import (
     make_optimiser,
     new_network,
@@ -72,8 +72,9 @@ def fit_many(
     progress: ProgressCallback | None = None,
     observe: Callable[[int, list[np.ndarray]], None] | None = None,
     observe_every: int = 50,
+    init: Mapping[str, torch.Tensor] | None = None,
 ) -> list[FitResult]:
-    """Optimise one fresh network per (source, guide) pair, all pairs in one batched step.
+    """Optimise one network per (source, guide) pair, all pairs in one batched step.
 
     Every pair must have the same shapes (tiles of one size). Result i equals
     ``fit(sources[i], guides[i], scale, replace(config, seed=seeds[i]), mask=masks[i],
@@ -89,6 +90,9 @@ def fit_many(
         observe: called every ``observe_every`` iterations with (iterations done, the HR
             predictions of the pairs in source units, as the fit would return them if it
             stopped there without averaging): how quality evolves (benchmarks/quality.py).
+        init: weights every pair's network starts from (a raster network, for a short
+            per-tile fit: :func:`mmsr_geo.raster_fit.finetune_many`); None: fresh networks
+            from the seeds (a residual fit's last convolution at zero).
     """
     config = config or FitConfig()
     n = len(sources)
@@ -121,11 +125,12 @@ def fit_many(
     n_valid = weight.sum(dim=(1, 2, 3))
 
     networks = [new_network(config, guide.shape[1], seed) for seed in seeds]
-    if config.residual != "none":
-        for network in networks:  # the fit starts exactly at the upsampling
-            last = network.head[-1]
-            torch.nn.init.zeros_(last.weight)
-            torch.nn.init.zeros_(last.bias)
+    for network in networks:
+        if init is not None:
+            network.load_state_dict(init)
+        elif config.residual != "none":  # the fit starts exactly at the upsampling
+            torch.nn.init.zeros_(network.head[-1].weight)
+            torch.nn.init.zeros_(network.head[-1].bias)
     model = networks[0] if n == 1 else MMSRNet.stacked(networks)
     model = model.to(device=device, memory_format=layout)
     optimiser, schedule = make_optimiser(model, config)
@@ -162,8 +167,26 @@ def fit_many(
         prediction = predict(model, lr, guide, base, precision)
         if total is not None:
             prediction = (total + prediction) / config.average_last
-        cycle = F.avg_pool2d(prediction, scale)
-    seconds = time.perf_counter() - started
+    return results_of(
+        pairs, prediction, scale, seconds=time.perf_counter() - started, device=device,
+        precision=precision, iterations=config.iterations, loss=loss_value,
+    )
+
+
+def results_of(
+    pairs: Sequence[NormalisedPair],
+    prediction: torch.Tensor,
+    scale: int,
+    *,
+    seconds: float,
+    device: torch.device,
+    precision: str,
+    iterations: int,
+    loss: float,
+) -> list[FitResult]:
+    """The (B, 1, H, W) normalised ``prediction`` of ``pairs`` as results in source units,
+    each with its cycle RMSE against its own LR source."""
+    cycle = F.avg_pool2d(prediction, scale)
     predictions = prediction[:, 0].cpu().numpy().astype(np.float64)
     pooled = cycle[:, 0].cpu().numpy().astype(np.float64)
     results = []
@@ -175,11 +198,11 @@ def fit_many(
             FitResult(
                 prediction=hr.astype(np.float32),
                 cycle_rmse=float(np.sqrt(np.mean(errors**2))),
-                final_loss=loss_value,
+                final_loss=loss,
                 seconds=seconds,
                 device=str(device),
                 precision=precision,
-                iterations=config.iterations,
+                iterations=iterations,
             )
         )
     return results

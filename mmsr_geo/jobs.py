@@ -23,9 +23,11 @@ import numpy as np
 import torch
 
 from .errors import DeviceOutOfMemoryError
-from .fit import ProgressCallback, fit_many
+from .fit import FitResult, ProgressCallback, fit_many
 from .fit_config import FitConfig
+from .network_weights import NetworkWeights
 from .normalisation import Normalisation
+from .raster_fit import finetune_many, predict_many
 
 if TYPE_CHECKING:  # workers fit tiles without touching rasters
     from rasterio.windows import Window
@@ -55,6 +57,10 @@ class TileJob:
     stats: Normalisation
     config: FitConfig
     """Already carries this tile's seed (the run's seed + the tile index)."""
+    core: tuple[int, int, int, int] | None = None
+    """(row, col, height, width) of the tile's own HR window inside the arrays, when they hold
+    a margin of context around it (a raster network's forward pass: the prediction at a
+    tile's edge then sees what lies beyond it); None: the arrays are the tile."""
 
     @property
     def shape_key(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -83,23 +89,69 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def fit_tiles(
-    jobs: Sequence[TileJob], progress: ProgressCallback | None = None
+    jobs: Sequence[TileJob],
+    network: NetworkWeights | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[TileResult]:
     """Fit a batch of tiles of one shape in one optimisation (:func:`~mmsr_geo.fit.fit_many`),
-    halving the batch and then splitting tiles when the device runs out of memory."""
-    announced: list[str] = []
+    each from a fresh network, or from the raster ``network`` (the hybrid mode's short
+    fine-tune, :func:`~mmsr_geo.raster_fit.finetune_many`); halving the batch and then
+    splitting tiles when the device runs out of memory."""
+    return _adaptive(list(jobs), _Fitter(network, predict=False, progress=progress), _Notice())
 
-    def announce(message: str) -> None:
-        if not announced:
+
+def predict_tiles(jobs: Sequence[TileJob], network: NetworkWeights) -> list[TileResult]:
+    """The raster ``network``'s prediction of a batch of tiles of one shape (one forward
+    pass, :func:`~mmsr_geo.raster_fit.predict_many`), with the same out-of-memory handling as
+    :func:`fit_tiles`."""
+    return _adaptive(list(jobs), _Fitter(network, predict=True), _Notice())
+
+
+@dataclass(frozen=True)
+class _Fitter:
+    """How a batch of tiles becomes predictions: a fit from scratch, a fine-tune from a
+    network, or the network's forward pass."""
+
+    network: NetworkWeights | None
+    predict: bool
+    progress: ProgressCallback | None = None
+
+    def __call__(self, jobs: list[TileJob]) -> list[FitResult]:
+        first = jobs[0]
+        sources, guides = [j.source for j in jobs], [j.guide for j in jobs]
+        masks, stats = [j.source_valid for j in jobs], [j.stats for j in jobs]
+        seeds = [j.config.seed for j in jobs]
+        if self.network is None:
+            return fit_many(
+                sources, guides, first.scale, first.config, masks=masks, stats=stats,
+                seeds=seeds, progress=self.progress,
+            )
+        if self.predict:
+            return predict_many(
+                self.network, sources, guides, first.scale, first.config, masks=masks,
+                stats=stats,
+            )
+        return finetune_many(
+            self.network, sources, guides, first.scale, first.config, masks=masks,
+            stats=stats, seeds=seeds, progress=self.progress,
+        )
+
+
+class _Notice:
+    """Says the first out-of-memory fallback of a batch once (a warning), keeps the rest."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        if not self.messages:
             log.warning(message)
-        announced.append(message)
-
-    return _fit_adaptive(list(jobs), progress, announce)
+        self.messages.append(message)
 
 
-def _fit_adaptive(jobs: list[TileJob], progress, announce) -> list[TileResult]:
+def _adaptive(jobs: list[TileJob], fitter: _Fitter, announce: _Notice) -> list[TileResult]:
     try:
-        return _fit_batch(jobs, progress)
+        return _fit_batch(jobs, fitter)
     except Exception as error:
         if not is_out_of_memory(error):
             raise
@@ -110,10 +162,10 @@ def _fit_adaptive(jobs: list[TileJob], progress, announce) -> list[TileResult]:
                 f"out of device memory fitting {len(jobs)} tiles at once: retrying in batches "
                 f"of {half} (set --batch-tiles to skip this)"
             )
-            return _fit_adaptive(jobs[:half], progress, announce) + _fit_adaptive(
-                jobs[half:], progress, announce
+            return _adaptive(jobs[:half], fitter, announce) + _adaptive(
+                jobs[half:], fitter, announce
             )
-        return [_fit_split(jobs[0], progress, announce)]
+        return [_fit_split(jobs[0], fitter, announce)]
 
 
 def _release_device_memory() -> None:
@@ -121,24 +173,14 @@ def _release_device_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _fit_batch(jobs: list[TileJob], progress: ProgressCallback | None) -> list[TileResult]:
-    first = jobs[0]
-    results = fit_many(
-        [j.source for j in jobs],
-        [j.guide for j in jobs],
-        first.scale,
-        first.config,
-        masks=[j.source_valid for j in jobs],
-        stats=[j.stats for j in jobs],
-        seeds=[j.config.seed for j in jobs],
-        progress=progress,
-    )
+def _fit_batch(jobs: list[TileJob], fitter: _Fitter) -> list[TileResult]:
+    results = fitter(jobs)
     return [
         TileResult(
             index=job.index,
-            prediction=np.where(job.output_valid, r.prediction, np.float32(np.nan)).astype(
-                np.float32
-            ),
+            prediction=_core(
+                job, np.where(job.output_valid, r.prediction, np.float32(np.nan))
+            ).astype(np.float32),
             cycle_rmse=r.cycle_rmse,
             seconds=r.seconds / len(jobs),
             device=r.device,
@@ -149,7 +191,15 @@ def _fit_batch(jobs: list[TileJob], progress: ProgressCallback | None) -> list[T
     ]
 
 
-def _fit_split(job: TileJob, progress, announce) -> TileResult:
+def _core(job: TileJob, prediction: np.ndarray) -> np.ndarray:
+    """The tile's own part of a prediction made with a margin of context."""
+    if job.core is None:
+        return prediction
+    row, col, height, width = job.core
+    return prediction[row : row + height, col : col + width]
+
+
+def _fit_split(job: TileJob, fitter: _Fitter, announce: _Notice) -> TileResult:
     """Fit one tile that does not fit the device as 2 x 2 overlapping parts, blended."""
     from .blending import blend_windows
 
@@ -176,15 +226,17 @@ def _fit_split(job: TileJob, progress, announce) -> TileResult:
             guide=job.guide[:, r0 * s : r1 * s, c0 * s : c1 * s],
             output_valid=job.output_valid[r0 * s : r1 * s, c0 * s : c1 * s],
             config=dataclasses.replace(job.config, seed=job.config.seed + number),
+            core=None,
         )
         if not part.source_valid.any():
             continue
-        (result,) = _fit_adaptive([part], progress, announce)
+        (result,) = _adaptive([part], fitter, announce)
         parts.append(((r0 * s, c0 * s), result))
     prediction = blend_windows(
         (h * s, w * s), [(origin, r.prediction) for origin, r in parts], overlap * s
     )
-    prediction = np.where(job.output_valid, prediction, np.float32(np.nan)).astype(np.float32)
+    prediction = _core(job, np.where(job.output_valid, prediction, np.float32(np.nan)))
+    prediction = prediction.astype(np.float32)
     first = parts[0][1]
     return TileResult(
         index=job.index,

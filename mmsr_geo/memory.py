@@ -122,11 +122,14 @@ def check_tile_memory(
     tile_size: int,
     concurrent: int = 1,
     available: int | None = None,
+    what: str = "tile",
+    option: str = "--tile-size",
 ) -> MemoryPlan:
     """Refuse a run whose tiles would not fit in the memory left on this machine.
 
-    ``concurrent`` is how many tiles are fitted at once here (local worker processes). The
-    error gives the estimate, what is available, and the largest ``--tile-size`` that fits.
+    ``concurrent`` is how many tiles are fitted at once here (local worker processes, or the
+    crops of a raster-level training step: ``what`` "crop", ``option`` "--crop-size"). The
+    error gives the estimate, what is available, and the largest ``option`` that fits.
     """
     if available is None:
         available = available_bytes()
@@ -139,16 +142,19 @@ def check_tile_memory(
     per_lr_pixel = tile_bytes(scale, scale, features) * concurrent
     fitting = math.isqrt(int(budget // per_lr_pixel)) if budget > 0 else 0
     hint = (
-        f"use --tile-size {fitting} or smaller"
+        f"use {option} {fitting} or smaller"
         if fitting >= MIN_TILE_SIZE
-        else "even the smallest tile does not fit: free memory or use a machine with more"
+        else f"even the smallest {what} does not fit: free memory or use a machine with more"
     )
-    workers = f" x {concurrent} workers" if concurrent > 1 else ""
+    many = (" x {n} workers", ", or fewer --workers") if what == "tile" else (
+        " x {n} crops a step", ", or fewer --crops-per-step"
+    )
+    workers = many[0].format(n=concurrent) if concurrent > 1 else ""
     raise InsufficientMemoryError(
-        f"a tile of {hr_width}x{hr_height} output pixels ({tile_size} source pixels at "
+        f"a {what} of {hr_width}x{hr_height} output pixels ({tile_size} source pixels at "
         f"x{scale}) needs about {_gib(plan.tile_bytes)}{workers} to fit, but only "
         f"{_gib(available)} is available: {hint}"
-        + (", or fewer --workers" if concurrent > 1 else "")
+        + (many[1] if concurrent > 1 else "")
     )
 
 

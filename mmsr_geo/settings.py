@@ -102,6 +102,11 @@ class RunSettings:
     creation_options: tuple[tuple[str, str], ...] = ()
     cog: bool = False
     version: str = __version__
+    fit_mode: str = "tile"
+    """How tiles are fitted as asked (``tile``, ``raster``, ``hybrid``, ``auto``)."""
+    raster_fit: tuple[tuple[str, int | None], ...] = ()
+    """The raster-level training's settings as asked (crop size, crops per step, fine-tune
+    iterations; None: the default)."""
 
     def result_fields(self) -> dict[str, Any]:
         """The fields that decide the output's pixel values (plain data)."""
@@ -125,6 +130,13 @@ class RunSettings:
             "nodata": self.nodata,
             **fit,
             "schedule": self.schedule,
+            # a per-tile fit records what it recorded before raster-level fits existed, so
+            # its outputs and checkpoints keep their keys
+            **(
+                {"fit_mode": self.fit_mode, **dict(self.raster_fit)}
+                if self.fit_mode != "tile"
+                else {}
+            ),
         }
 
     def output_fields(self) -> dict[str, Any]:

@@ -87,19 +87,22 @@ def training_step(
     scale: int,
     precision: str = "fp32",
     base: torch.Tensor | None = None,
+    reduction: str = "sum",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One iteration: masked L1 between the average-pooled prediction and the LR source, per
-    pair (``n_valid`` holds each pair's valid pixel count); the pairs' losses are summed for
-    the gradient. ``base`` (an upsampling of the source) is added to the network's output for
-    a residual fit. Returns the mean loss (0-d; reading it waits for the device) and the
-    prediction the loss was computed on (before the update, detached)."""
+    pair (``n_valid`` holds each pair's valid pixel count). The pairs' losses are summed for
+    the gradient (``reduction="sum"``: independent networks, each pair's gradient its own
+    loss's) or averaged (``"mean"``: one network on many crops, a step's size independent of
+    how many crops it holds). ``base`` (an upsampling of the source) is added to the network's
+    output for a residual fit. Returns the mean loss (0-d; reading it waits for the device)
+    and the prediction the loss was computed on (before the update, detached)."""
     optimiser.zero_grad(set_to_none=True)
     with autocast(precision, source_lr.device):
         prediction = model(source_lr, guide)
     prediction = prediction.float() if base is None else prediction.float() + base
     cycle = F.avg_pool2d(prediction, scale)
     per_pair = ((cycle - source_lr).abs() * weight).sum(dim=(1, 2, 3)) / n_valid
-    per_pair.sum().backward()
+    (per_pair.sum() if reduction == "sum" else per_pair.mean()).backward()
     optimiser.step()
     return per_pair.detach().mean(), prediction.detach()
 

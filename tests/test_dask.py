@@ -3,6 +3,7 @@ local worker processes: same outputs as the serial path, and the GPU resource re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -113,6 +114,39 @@ def test_local_processes_give_the_serial_outputs(pairs, serial_outputs, tmp_path
     sources = [str(p.source) for p in pairs]
     again = run_cli("batch", *sources, "-o", str(tmp_path), *FAST, "--workers", "2")
     assert again.returncode == 0 and "0 done, 2 skipped" in again.stderr, again.stderr
+
+
+def _scaled(job: int, shared: dict) -> int:
+    """A job that needs the shared value (a raster network's weights, in a real run)."""
+    return job * shared["factor"]
+
+
+def test_shared_values_reach_every_task(cluster):
+    _, client = cluster
+    shared = {"factor": 3}
+    assert sorted(DaskExecutor(client).map_unordered(_scaled, range(4), shared)) == [0, 3, 6, 9]
+    with LocalProcessExecutor(2) as executor:
+        assert sorted(executor.map_unordered(_scaled, range(4), shared)) == [0, 3, 6, 9]
+        again = {"factor": 5}  # another raster's network: the pool restarts with it
+        assert sorted(executor.map_unordered(_scaled, range(2), again)) == [0, 5]
+
+
+def test_raster_level_fit_on_the_cluster_gives_the_serial_output(cluster, pairs, tmp_path):
+    """The training runs as one task on a worker, the network is scattered once, the tiles'
+    forward passes run as tasks: the serial output to float round-off. Not to the bit: a
+    training step holds several crops, and the sum over them in the backward pass is split
+    over as many threads as the process has (numba's, here: this process runs with one, the
+    worker with its own); a rerun in the same setting is bit-identical (test_raster_fit)."""
+    _, client = cluster
+    template = dataclasses.replace(TEMPLATE, fit_mode="raster", crop_size=6)
+    serial = run_batch(pairs[:1], tmp_path / "serial", template, executor=SerialExecutor())
+    dask = run_batch(pairs[:1], tmp_path / "dask", template, executor=DaskExecutor(client))
+    for report in (serial, dask):
+        assert [r.status for r in report.records] == ["ok"], [r.error for r in report.records]
+    np.testing.assert_allclose(
+        read(dask.records[0].output), read(serial.records[0].output), rtol=1e-5, atol=1e-5
+    )
+    assert dask.records[0].tiles_fitted == serial.records[0].tiles_fitted
 
 
 def _free_gpus_while_running(_: int) -> float:

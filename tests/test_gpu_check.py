@@ -27,6 +27,9 @@ def test_gpu_check_runs_every_stage_on_the_cpu(tmp_path: Path):
     assert [row[:2] for row in sections["fit"]["rows"]] == [
         [1, "fp32"], [1, "bf16"], [2, "fp32"], [2, "bf16"]
     ]
+    assert [row[:2] for row in sections["raster"]["rows"]] == [
+        ["training step", 2], ["training step", 4], ["forward pass", 1], ["forward pass", 2]
+    ]
     text = report.read_text()
     assert "hand-written text stays" in text and "<!-- gpu_check:start -->" in text
     assert "Quick mode" in text

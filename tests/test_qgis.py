@@ -23,6 +23,7 @@ from _rasters import ORIGIN, pair
 from test_batch import REPO, cli_command, cli_env
 
 from mmsr_geo.presets import PRESETS
+from mmsr_geo.run import FIT_MODES
 from mmsr_geo.strategies import AUTO, SCHEDULES
 
 sys.path.insert(0, str(REPO / "qgis"))
@@ -33,6 +34,7 @@ from mmsr_geo_processing.command import (  # noqa: E402
     CommandNotFound,
     find_command,
 )
+from mmsr_geo_processing.command import FIT_MODES as PLUGIN_FIT_MODES  # noqa: E402
 from mmsr_geo_processing.command import PRESETS as PLUGIN_PRESETS  # noqa: E402
 from mmsr_geo_processing.command import SCHEDULES as PLUGIN_SCHEDULES  # noqa: E402
 
@@ -86,6 +88,7 @@ def test_choices_match_the_command_line() -> None:
     assert PLUGIN_PRESETS[0] == "remote-sensing"  # the CLI's default is the dialog's
     assert [DEVICE.convert(d, None, None) for d in DEVICES] == list(DEVICES)
     assert PLUGIN_SCHEDULES == SCHEDULES and PLUGIN_SCHEDULES[0] == AUTO
+    assert PLUGIN_FIT_MODES == FIT_MODES  # the CLI's default (auto) first, as in the dialog
 
 
 class Feedback:

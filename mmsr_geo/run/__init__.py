@@ -7,9 +7,10 @@
 
 from .execute import UpscaleReport, execute, upscale_raster
 from .plan import RunPlan, check_output_free, plan_run
-from .request import UpscaleRequest, default_output_path, template_request
+from .request import FIT_MODES, UpscaleRequest, default_output_path, template_request
 
 __all__ = [
+    "FIT_MODES",
     "RunPlan",
     "UpscaleReport",
     "UpscaleRequest",

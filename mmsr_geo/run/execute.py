@@ -1,9 +1,10 @@
-"""One run as a line of stages: plan -> statistics -> choose -> fit -> write.
+"""One run as a line of stages: plan -> statistics -> choose -> (train) -> fit -> write.
 
 :func:`execute` takes a :class:`~mmsr_geo.run.plan.RunPlan`, holds the output's lock, and
 passes each stage's frozen result to the next: the whole-raster statistics, the fit choice,
-the fitted tiles (checkpointed; a rerun after a crash resumes from them) and the written
-output, then the optional preview. :func:`upscale_raster` is plan and execute in one call.
+for a raster-level or hybrid fit the raster network (checkpointed), the fitted tiles
+(checkpointed; a rerun after a crash resumes from them) and the written output, then the
+optional preview. :func:`upscale_raster` is plan and execute in one call.
 """
 
 from __future__ import annotations
@@ -24,11 +25,18 @@ from ..executors import SerialExecutor, TileExecutor
 from ..fit_config import FitConfig
 from ..locks import OutputLock
 from ..progress import Progress, count
-from .choose import choose_fit
-from .fit_stage import batch_size, check_memory, device_label, fit_pending
+from .choose import choose_fit, choose_mode
+from .fit_stage import (
+    batch_size,
+    check_memory,
+    check_training_memory,
+    device_label,
+    fit_pending,
+)
 from .plan import RunPlan, check_output_free, plan_run
 from .request import UpscaleRequest
 from .statistics import check_value_range, raster_statistics
+from .train_stage import NETWORK_NAME, trained_network
 from .write import write_output
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,10 @@ class UpscaleReport:
     """How the tiles were fitted (the strategy ``auto`` chose, or the one asked for)."""
     expected_gain: float | None = None
     """With ``auto``: 1 - RMSE(choice) / RMSE(bicubic) one scale down."""
+    fit_mode: str = "tile"
+    """``tile``, ``raster`` or ``hybrid``: how the tiles got their network."""
+    network: str | None = None
+    """Fingerprint of the raster network (raster and hybrid fits)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -82,35 +94,46 @@ def execute(
         )
         try:
             done = checkpoints.open()
-            batch_tiles = batch_size(plan, base, executor)
+            mode = choose_mode(plan)
+            batch_tiles = batch_size(plan, base, mode, executor)
             check_memory(plan, base, executor, batch_tiles)
+            check_training_memory(plan, base, mode, executor)
             stats = raster_statistics(plan)
             check_value_range(plan, stats)
-            fit = choose_fit(plan, stats)
+            fit = choose_fit(plan, stats, mode)
             device = device_label(fit.config, executor)
+            if fit.mode.name != "tile":  # a per-tile fit says why in the tags only
+                log.info("fit mode %s: %s", fit.mode.name, fit.mode.reason)
+            network = (
+                trained_network(plan, stats, fit, executor, progress)
+                if fit.mode.name != "tile"
+                else None
+            )
+            iterations = 0 if fit.mode.name == "raster" else fit.tile_config.iterations
             log.info(
-                "%s of %dx%d source pixels (%d already done), %d iterations each, on %s",
+                "%s of %dx%d source pixels (%d already done), %s, on %s",
                 count(len(plan.tiles), "tile"),
                 plan.tiles.tile_width,
                 plan.tiles.tile_height,
                 len(done),
-                fit.config.iterations,
+                f"{iterations} iterations each" if iterations else "a forward pass each",
                 device,
             )
             progress.begin(
                 name=plan.output.name,
                 tiles=len(plan.tiles),
                 resumed=len(done),
-                iterations=fit.config.iterations,
+                iterations=iterations,
                 device=device,
             )
             pending = set(range(len(plan.tiles))) - done
             counts = fit_pending(
-                plan, stats, fit.config, pending, checkpoints, executor, progress, batch_tiles
+                plan, stats, fit, network, pending, checkpoints, executor, progress,
+                batch_tiles,
             )
-            facts = write_output(plan, fit, checkpoints, progress)
+            facts = write_output(plan, fit, network, checkpoints, progress)
         except BaseException:
-            if not checkpoints.done():
+            if not checkpoints.done() and not (plan.work_dir / NETWORK_NAME).exists():
                 checkpoints.remove()
             raise
         checkpoints.remove()
@@ -143,6 +166,8 @@ def execute(
         device=",".join(devices),
         strategy=fit.strategy,
         expected_gain=fit.expected_gain,
+        fit_mode=fit.mode.name,
+        network=None if network is None else network.fingerprint,
     )
     progress.end(report.as_dict())
     return report

@@ -40,7 +40,7 @@ from ..writer import (
 )
 from ..writer import creation_options as gdal_creation_options
 from .inputs import Inputs, open_inputs
-from .request import UpscaleRequest
+from .request import FIT_MODES, UpscaleRequest
 
 OUTPUT_SUFFIXES = (".tif", ".tiff")
 PREVIEW_SUFFIXES = (".png",)
@@ -145,6 +145,12 @@ def _plan(
         budget=request.iterations,
         creation_options=tuple(sorted(request.creation_options.items())),
         cog=request.cog,
+        fit_mode=request.fit_mode,
+        raster_fit=(
+            ("crop_size", request.crop_size),
+            ("crops_per_step", request.crops_per_step),
+            ("finetune", request.finetune),
+        ),
     )
     gtiff = gdal_creation_options(request.dtype, None if request.cog else request.creation_options)
     profile = output_profile(grid, request.dtype, encoding.nodata, gtiff)
@@ -173,6 +179,7 @@ def _plan(
 def _check_output_side(request: UpscaleRequest, output: Path, preview: Path | None) -> None:
     """The output type, output and preview names: local, known suffixes, folders that exist,
     never an input; an existing preview only with ``overwrite``."""
+    _check_fit_mode(request)
     if request.dtype not in DTYPES:
         raise InputError(
             f"unsupported output dtype {request.dtype!r}: choose one of {', '.join(DTYPES)}"
@@ -196,6 +203,22 @@ def _check_output_side(request: UpscaleRequest, output: Path, preview: Path | No
     for what, path in (("output", output), ("preview", preview)):
         if path is not None:
             _check_writable(path.parent, what)
+
+
+def _check_fit_mode(request: UpscaleRequest) -> None:
+    """The fit mode and the raster-level settings that go with it."""
+    if request.fit_mode not in FIT_MODES:
+        raise InputError(
+            f"unknown fit mode {request.fit_mode!r}: choose one of {', '.join(FIT_MODES)}"
+        )
+    raster = {"crop size": request.crop_size, "crops per step": request.crops_per_step}
+    for what, value in [*raster.items(), ("fine-tune iterations", request.finetune)]:
+        if value is not None and value < 1:
+            raise InputError(f"the {what} must be >= 1, got {value}")
+    if request.fit_mode == "tile" and any(v is not None for v in raster.values()):
+        raise InputError("a crop size or crops per step is for --fit raster, hybrid or auto")
+    if request.finetune is not None and request.fit_mode not in ("hybrid", "auto"):
+        raise InputError("fine-tune iterations are for --fit hybrid (or auto)")
 
 
 def _check_path_option(path: Path, what: str, suffixes: Sequence[str]) -> None:

@@ -18,6 +18,9 @@ from typing import Any
 from ..fit_config import FitConfig
 from ..raster_io import is_remote, remote_name
 
+FIT_MODES = ("auto", "tile", "raster", "hybrid")
+"""How a raster's tiles get their network (:attr:`UpscaleRequest.fit_mode`)."""
+
 
 @dataclass(frozen=True)
 class UpscaleRequest:
@@ -63,6 +66,19 @@ class UpscaleRequest:
     batch_tiles: int | None = None
     """Tiles fitted together in one optimisation (default: 1 on the CPU, from the free memory
     on a GPU, see :func:`mmsr_geo.memory.default_batch_tiles`)."""
+    fit_mode: str = "auto"
+    """``tile`` (a network fitted to every tile), ``raster`` (one network trained on crops
+    sampled across the raster, applied to every tile), ``hybrid`` (that network as the start
+    of a short fit of every tile) or ``auto`` (chosen per raster from the cost, see
+    :mod:`mmsr_geo.run.choose`)."""
+    crop_size: int | None = None
+    """Raster-level training: a crop's side in source pixels (default: about 96 output
+    pixels, :func:`mmsr_geo.raster_fit.default_crop_size`)."""
+    crops_per_step: int | None = None
+    """Raster-level training: crops in every step (default 2)."""
+    finetune: int | None = None
+    """Hybrid mode: iterations of every tile's fit from the raster network (default: a tenth
+    of the strategy's budget)."""
 
     def output_path(self) -> Path:
         if self.output is not None:

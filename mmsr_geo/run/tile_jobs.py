@@ -22,7 +22,7 @@ from ..guide import fill_guide, guide_holes, max_hole_pixels
 from ..jobs import TileJob
 from ..normalisation import Normalisation
 from ..raster_io import read_band
-from ..tiling import tile_intersects
+from ..tiling import Tile, tile_intersects
 from .plan import RunPlan
 
 
@@ -62,21 +62,53 @@ def read_job(
     )
 
 
+def with_margin(plan: RunPlan, job: TileJob | None, tile: Tile) -> TileJob | None:
+    """``job`` (read around ``tile``, with context) as the tile's job: its own windows, and
+    where the tile lies in its arrays; None when the tile itself has no valid output pixel."""
+    if job is None:
+        return None
+    s = plan.grid.scale
+    row = (int(tile.lr_window.row_off) - int(job.lr_window.row_off)) * s
+    col = (int(tile.lr_window.col_off) - int(job.lr_window.col_off)) * s
+    core = (row, col, int(tile.hr_window.height), int(tile.hr_window.width))
+    if not job.output_valid[row : row + core[2], col : col + core[3]].any():
+        return None
+    return dataclasses.replace(
+        job, lr_window=tile.lr_window, hr_window=tile.hr_window, core=core
+    )
+
+
+def _grown(plan: RunPlan, window: Window, margin: int) -> Window:
+    """``window`` grown by ``margin`` source pixels on every side, inside the raster."""
+    grid = plan.grid
+    col0, row0 = max(0, int(window.col_off) - margin), max(0, int(window.row_off) - margin)
+    col1 = min(grid.lr_width, int(window.col_off + window.width) + margin)
+    row1 = min(grid.lr_height, int(window.row_off + window.height) + margin)
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
 def tile_jobs(
     plan: RunPlan,
     stats: Normalisation,
     config: FitConfig,
     pending: set[int],
     on_skip: Callable[[int], None],
+    margin: int = 0,
 ) -> Iterator[TileJob]:
     """Read each pending tile into a job, lazily; tiles without a valid output pixel are
-    reported to ``on_skip`` (with their index) instead."""
+    reported to ``on_skip`` (with their index) instead. With a ``margin`` each job holds that
+    many source pixels of context around its tile (a forward pass, not a fit: a fit's loss
+    would cover the margin too)."""
     for tile in plan.tiles:
         if tile.index not in pending:
             continue
         job = None
         if tile_intersects(tile, plan.aoi, plan.grid.lr_transform):
-            job = read_job(plan, stats, config, tile.index, tile.lr_window)
+            if margin:
+                window = _grown(plan, tile.lr_window, margin)
+                job = with_margin(plan, read_job(plan, stats, config, tile.index, window), tile)
+            else:
+                job = read_job(plan, stats, config, tile.index, tile.lr_window)
         if job is None:
             on_skip(tile.index)
         else:

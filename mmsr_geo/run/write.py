@@ -19,6 +19,7 @@ from rasterio.windows import Window, subdivide
 
 from ..blending import blend_block
 from ..checkpoints import TileCheckpoints, TileFacts
+from ..network_weights import NetworkWeights
 from ..progress import Progress
 from ..tiling import TilePlan
 from ..writer import (
@@ -66,7 +67,11 @@ def _blend_size(tiles: TilePlan, block: int) -> int:
 
 
 def write_output(
-    plan: RunPlan, fit: FitChoice, checkpoints: TileCheckpoints, progress: Progress
+    plan: RunPlan,
+    fit: FitChoice,
+    network: NetworkWeights | None,
+    checkpoints: TileCheckpoints,
+    progress: Progress,
 ) -> dict[int, TileFacts]:
     """Blend the checkpointed tiles block by block into the output (placed atomically);
     returns the facts of every tile."""
@@ -96,7 +101,8 @@ def write_output(
             counts.add(block_counts)
             dst.write(stored, 1, window=window)
             progress.blocks_written(number, len(windows))
-        dst.update_tags(**provenance_tags(plan.settings.record(), run_facts(fit, cache.facts)))
+        facts = run_facts(fit, network, cache.facts)
+        dst.update_tags(**provenance_tags(plan.settings.record(), facts))
         band = inputs.band
         description = inputs.source.descriptions[band - 1] or f"band {band}"
         dst.set_band_description(1, f"{description} x{grid.scale} (MMSR)")
@@ -110,17 +116,37 @@ def write_output(
     return cache.facts
 
 
-def run_facts(fit: FitChoice, tile_facts: dict[int, TileFacts]) -> dict[str, Any]:
+def run_facts(
+    fit: FitChoice, network: NetworkWeights | None, tile_facts: dict[int, TileFacts]
+) -> dict[str, Any]:
     """Facts of the result for the ``MMSR_RUN`` tag: the strategy (and, when ``auto`` chose
     it, every candidate's score one scale down), devices, precisions, tiles with data, cycle
-    RMSE, iterations used.
+    RMSE, iterations used; for a raster-level or hybrid fit the mode, why, the training's
+    budget and the network's fingerprint.
 
     Only what the result determines (no timings, no count of resumed tiles), so a resumed
     run writes the very bytes of an uninterrupted one.
     """
     facts = list(tile_facts.values())
     iterations = [f.iterations for f in facts]
+    raster = {}
+    if fit.mode.name != "tile" and fit.mode.budget is not None and network is not None:
+        raster = {
+            "fit_mode": fit.mode.name,
+            "fit_mode_reason": fit.mode.reason,
+            "raster_fit": {
+                "steps": fit.mode.budget.steps,
+                "crops_per_step": fit.mode.budget.crops_per_step,
+                "crop_size": fit.mode.budget.crop_size,
+                "pool": fit.mode.budget.pool,
+                "finetune": fit.mode.finetune,
+                "network": network.fingerprint,
+            },
+        }
+    elif fit.mode.reason != "asked":
+        raster = {"fit_mode": fit.mode.name, "fit_mode_reason": fit.mode.reason}
     return {
+        **raster,
         "strategy": fit.strategy,
         "selection": fit.selection,
         "devices": sorted({f.device for f in facts if f.device}),

@@ -33,7 +33,15 @@ from qgis.core import (
 )
 
 from .aoi import export_aoi
-from .command import DEVICES, ENV_VAR, PRESETS, SCHEDULES, CommandNotFound, find_command
+from .command import (
+    DEVICES,
+    ENV_VAR,
+    FIT_MODES,
+    PRESETS,
+    SCHEDULES,
+    CommandNotFound,
+    find_command,
+)
 from .runner import Canceled, RunFailed, run
 
 HELP = f"""Super-resolves one band of a low-resolution raster (a DEM, DSM, thermal or depth \
@@ -61,6 +69,7 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
     SCALE = "SCALE"
     PRESET = "PRESET"
     SCHEDULE = "SCHEDULE"
+    FIT_MODE = "FIT_MODE"
     ITERATIONS = "ITERATIONS"
     DEVICE = "DEVICE"
     AOI = "AOI"
@@ -117,10 +126,21 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(
+            QgsProcessingParameterEnum(
+                self.FIT_MODE,
+                "Fit (tile: a network per tile; raster: one network for the raster, then a "
+                "forward pass per tile; hybrid: it, fine-tuned per tile; auto: raster when "
+                "that is 4x cheaper)",
+                FIT_MODES,
+                False,
+                0,
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterNumber(
                 self.ITERATIONS,
-                "Iterations per tile [default: the schedule's: auto 300, 500 with the depth "
-                "preset; paper 1000]",
+                "Iterations per tile or of the raster training [default: the schedule's: "
+                "auto 300, 500 with the depth preset; paper 1000]",
                 QgsProcessingParameterNumber.Integer,
                 optional=True,
                 minValue=1,
@@ -207,6 +227,8 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
             PRESETS[self.parameterAsEnum(parameters, self.PRESET, context)],
             "--schedule",
             SCHEDULES[self.parameterAsEnum(parameters, self.SCHEDULE, context)],
+            "--fit",
+            FIT_MODES[self.parameterAsEnum(parameters, self.FIT_MODE, context)],
             "--device",
             DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             "--features",

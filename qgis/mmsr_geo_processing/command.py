@@ -40,6 +40,8 @@ SCHEDULES = (
 )
 """``mmsr-geo upscale --schedule`` choices, the tool's default first (the plugin cannot import
 mmsr_geo, which needs torch; a test keeps the two lists equal)."""
+FIT_MODES = ("auto", "tile", "raster", "hybrid")
+"""``mmsr-geo upscale --fit`` choices, the tool's default first (a test keeps them equal)."""
 
 
 class CommandNotFound(Exception):

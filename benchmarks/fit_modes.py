@@ -1,0 +1,226 @@
+"""Fit modes on real pairs, through the real run: a network per tile, one network for the
+raster, and that network fine-tuned per tile (issue 21).
+
+Why: fitting every tile from scratch costs area x iterations. One network trained on crops
+sampled across the raster costs a fixed budget plus a forward pass per pixel; the question is
+what it costs in quality, on data with real tiles and blending, against the per-tile default.
+
+How: the paper's protocol (LR = the reference average-pooled by the scale, RMSE against the
+reference over its valid pixels) on the RMNP DEM (x2, x4), Middlebury depth pairs (160 x 160
+centre crops, x4) and the synthetic pairs of ``quality.py``. The LR source and the guide (on
+the reference's grid) are written as GeoTIFFs, and each mode runs
+:func:`mmsr_geo.run.upscale_raster` with the default schedule (``auto``) and a tile size that
+cuts the raster into at least 4 tiles (the largest tile, at most the default, with 2 or more
+tiles a side), one run at a time. Every run is a line of the JSON-lines log (``--resume``
+skips what it holds); the table gives the RMSE of each mode, the change against the per-tile
+fit, and the CPU seconds of the process (``time.process_time``), beside bicubic and the
+paper's 1000-iteration fit of the whole image from ``quality.jsonl`` where it was logged.
+
+    python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --resume \\
+        --datasets rmnp,synthetic,middlebury --middlebury-limit 4 --write BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality, _report
+
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+from quality import (  # noqa: E402
+    DEFAULT_MIDDLEBURY,
+    Case,
+    bicubic_rmse,
+    middlebury_cases,
+    protocol_inputs,
+    rmnp_cases,
+    synthetic_cases,
+)
+
+from mmsr_geo.fit_config import FitConfig  # noqa: E402
+from mmsr_geo.memory import default_overlap, default_tile_size  # noqa: E402
+from mmsr_geo.metrics import rmse  # noqa: E402
+from mmsr_geo.run import upscale_raster  # noqa: E402
+from mmsr_geo.tiling import plan_tiles  # noqa: E402
+
+MODES = ("tile", "raster", "hybrid")
+QUALITY_LOG = Path(__file__).resolve().parent / "quality.jsonl"
+
+
+def tile_size_for(case: Case) -> tuple[int, int]:
+    """(tile size, overlap) in source pixels: the default, or smaller so that the raster has
+    at least 2 tiles a side."""
+    h, w = (s // case.scale for s in case.reference.shape)
+    size = min(default_tile_size(case.scale), (min(h, w) * 3) // 5)
+    return size, default_overlap(case.scale, size)
+
+
+def write_case(case: Case, folder: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """``lr.tif`` (pooled reference, nodata where a block has none) and ``guide.tif`` on the
+    reference's grid (pixel-aligned, no CRS); returns their paths, the reference and mask."""
+    reference, mask, guide, lr, valid = protocol_inputs(case)
+    profile = {"driver": "GTiff", "tiled": False, "dtype": "float32"}
+    lr_path, guide_path = folder / "lr.tif", folder / "guide.tif"
+    with rasterio.open(
+        lr_path, "w", **profile, width=lr.shape[1], height=lr.shape[0], count=1,
+        nodata=-9999.0,
+    ) as dst:
+        dst.write(np.where(valid, lr, -9999.0).astype(np.float32), 1)
+    with rasterio.open(
+        guide_path, "w", **profile, width=guide.shape[2], height=guide.shape[1],
+        count=guide.shape[0],
+    ) as dst:
+        dst.write(guide.astype(np.float32))
+    return lr_path, guide_path, reference, mask
+
+
+def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
+    lr_path, guide_path, reference, mask = write_case(case, folder)
+    size, overlap = tile_size_for(case)
+    output = folder / f"{mode}.tif"
+    config = FitConfig.from_preset(case.preset, device="cpu")
+    wall, cpu = time.perf_counter(), time.process_time()
+    report = upscale_raster(
+        lr_path, guide_path, output, scale=case.scale, config=config, schedule="auto",
+        fit_mode=mode, tile_size=size, overlap=overlap, overwrite=True,
+    )
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    with rasterio.open(output) as src:
+        predicted = src.read(1, masked=True)
+    scored = mask & ~np.ma.getmaskarray(predicted)
+    plan = plan_tiles(reference.shape[1] // case.scale, reference.shape[0] // case.scale,
+                      case.scale, size, overlap)
+    return {
+        "dataset": case.dataset,
+        "name": case.name,
+        "scale": case.scale,
+        "mode": mode,
+        "rmse": rmse(predicted.filled(np.nan), reference, scored),
+        "bicubic": bicubic_rmse(case),
+        "seconds": wall,
+        "cpu_seconds": cpu,
+        "tiles": len(plan),
+        "tile_size": size,
+        "overlap": overlap,
+        "strategy": report.strategy,
+        "network": report.network,
+        "shape": list(reference.shape),
+    }
+
+
+def paper_rmse() -> dict[tuple, float]:
+    """The paper's 1000-iteration fit of the whole image, where quality.py logged it."""
+    if not QUALITY_LOG.exists():
+        return {}
+    found = {}
+    for line in QUALITY_LOG.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("strategy") == "paper" and r.get("iterations") == 1000:
+            found[(r["dataset"], r["name"], r["scale"])] = r["rmse"]
+    return found
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    paper = paper_rmse()
+    runs = {(r["dataset"], r["name"], r["scale"], r["mode"]): r for r in records}
+    cases = sorted({k[:3] for k in runs})
+    lines = [
+        "| dataset | image | scale | tiles | bicubic | paper, 1000 its (whole image) | "
+        "per-tile (`auto`) | raster | vs per-tile | hybrid | vs per-tile | CPU s tile / "
+        "raster / hybrid |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    sums: dict[str, list[float]] = {m: [] for m in MODES}
+    for key in cases:
+        got = {m: runs.get((*key, m)) for m in MODES}
+        first = next(r for r in got.values() if r is not None)
+
+        cells = {m: "-" if got[m] is None else f"{got[m]['rmse']:.3f}" for m in MODES}
+        versus = {
+            m: "-" if got[m] is None or got["tile"] is None
+            else f"{100 * (got[m]['rmse'] / got['tile']['rmse'] - 1):+.1f} %"
+            for m in MODES
+        }
+
+        if all(got.values()):
+            for m in MODES:
+                sums[m].append(got[m]["rmse"])
+        seconds = " / ".join("-" if got[m] is None else f"{got[m]['cpu_seconds']:.0f}"
+                             for m in MODES)
+        p = paper.get(key)
+        lines.append(
+            f"| {key[0]} | {key[1]} | x{key[2]} | {first['tiles']} | {first['bicubic']:.3f} | "
+            f"{'-' if p is None else f'{p:.3f}'} | {cells['tile']} | {cells['raster']} | "
+            f"{versus['raster']} | {cells['hybrid']} | {versus['hybrid']} | {seconds} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log", type=Path, default=Path("fit_modes.jsonl"))
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--datasets", default="rmnp,synthetic,middlebury")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--middlebury", type=Path, default=DEFAULT_MIDDLEBURY)
+    parser.add_argument("--middlebury-limit", type=int, default=None)
+    parser.add_argument("--write", type=Path, help="BENCHMARKS.md to update")
+    args = parser.parse_args(argv)
+    done = set()
+    if args.resume and args.log.exists():
+        done = {
+            (r["dataset"], r["name"], r["scale"], r["mode"])
+            for r in map(json.loads, args.log.read_text().splitlines())
+        }
+    elif args.log.exists() and not args.resume:
+        args.log.unlink()
+    modes = args.modes.split(",")
+    datasets = args.datasets.split(",")
+    generators = {
+        "rmnp": lambda: rmnp_cases([2, 4]),
+        "synthetic": lambda: synthetic_cases([4]),
+        "middlebury": lambda: middlebury_cases([4], args.middlebury, args.middlebury_limit, 160),
+    }
+    for dataset in datasets:
+        for case in generators[dataset]():
+            for mode in modes:
+                if (case.dataset, case.name, case.scale, mode) in done:
+                    continue
+                with tempfile.TemporaryDirectory() as tmp:
+                    record = run_mode(case, mode, Path(tmp))
+                print(json.dumps(record), flush=True)
+                with args.log.open("a") as log:
+                    log.write(json.dumps(record) + "\n")
+    records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    text = table(records)
+    print(text)
+    if args.write:
+        from _report import machine_description, write_section
+
+        write_section(args.write, "fit-modes", _section(text, machine_description()))
+    return 0
+
+
+def _section(table_text: str, machine: str) -> str:
+    return "\n".join([
+        "## Fit modes: a network per tile, one per raster, or one fine-tuned per tile",
+        "",
+        f"`benchmarks/fit_modes.py` (machine: {machine}; one run at a time). The paper's "
+        "protocol through the real run (`upscale_raster`, schedule `auto`, tiles blended): "
+        "RMSE against the reference over its valid pixels, CPU seconds of the process.",
+        "",
+        table_text,
+    ])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
