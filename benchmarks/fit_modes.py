@@ -18,6 +18,8 @@ paper's 1000-iteration fit of the whole image from ``quality.jsonl`` where it wa
 
     python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --resume \\
         --datasets rmnp,synthetic,middlebury --middlebury-limit 4 --write BENCHMARKS.md
+    python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --tables-only \\
+        --write BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -134,31 +136,26 @@ def table(records: list[dict[str, Any]]) -> str:
     runs = {(r["dataset"], r["name"], r["scale"], r["mode"]): r for r in records}
     cases = sorted({k[:3] for k in runs})
     lines = [
-        "| dataset | image | scale | tiles | bicubic | paper, 1000 its (whole image) | "
-        "per-tile (`auto`) | raster | vs per-tile | hybrid | vs per-tile | CPU s tile / "
+        "| dataset | image | scale | tiles | schedule | bicubic | paper, 1000 its (whole image) "
+        "| per-tile (`auto`) | raster | vs per-tile | hybrid | vs per-tile | CPU s tile / "
         "raster / hybrid |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    sums: dict[str, list[float]] = {m: [] for m in MODES}
     for key in cases:
         got = {m: runs.get((*key, m)) for m in MODES}
         first = next(r for r in got.values() if r is not None)
-
         cells = {m: "-" if got[m] is None else f"{got[m]['rmse']:.3f}" for m in MODES}
         versus = {
             m: "-" if got[m] is None or got["tile"] is None
             else f"{100 * (got[m]['rmse'] / got['tile']['rmse'] - 1):+.1f} %"
             for m in MODES
         }
-
-        if all(got.values()):
-            for m in MODES:
-                sums[m].append(got[m]["rmse"])
         seconds = " / ".join("-" if got[m] is None else f"{got[m]['cpu_seconds']:.0f}"
                              for m in MODES)
         p = paper.get(key)
         lines.append(
-            f"| {key[0]} | {key[1]} | x{key[2]} | {first['tiles']} | {first['bicubic']:.3f} | "
+            f"| {key[0]} | {key[1]} | x{key[2]} | {first['tiles']} | {first['strategy']} | "
+            f"{first['bicubic']:.3f} | "
             f"{'-' if p is None else f'{p:.3f}'} | {cells['tile']} | {cells['raster']} | "
             f"{versus['raster']} | {cells['hybrid']} | {versus['hybrid']} | {seconds} |"
         )
@@ -173,8 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--middlebury", type=Path, default=DEFAULT_MIDDLEBURY)
     parser.add_argument("--middlebury-limit", type=int, default=None)
+    parser.add_argument("--synthetic-count", type=int, default=2)
     parser.add_argument("--write", type=Path, help="BENCHMARKS.md to update")
+    parser.add_argument("--note", default="", help="a sentence on the runs for the report")
+    parser.add_argument("--tables-only", action="store_true", help="write the log's table")
     args = parser.parse_args(argv)
+    if args.tables_only:
+        args.datasets, args.resume = "", True
     done = set()
     if args.resume and args.log.exists():
         done = {
@@ -184,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.log.exists() and not args.resume:
         args.log.unlink()
     modes = args.modes.split(",")
-    datasets = args.datasets.split(",")
+    datasets = [d for d in args.datasets.split(",") if d]
     generators = {
         "rmnp": lambda: rmnp_cases([2, 4]),
-        "synthetic": lambda: synthetic_cases([4]),
+        "synthetic": lambda: synthetic_cases([4], args.synthetic_count),
         "middlebury": lambda: middlebury_cases([4], args.middlebury, args.middlebury_limit, 160),
     }
     for dataset in datasets:
@@ -206,17 +208,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         from _report import machine_description, write_section
 
-        write_section(args.write, "fit-modes", _section(text, machine_description()))
+        write_section(args.write, "fit-modes", _section(text, machine_description(), args.note))
     return 0
 
 
-def _section(table_text: str, machine: str) -> str:
+def _section(table_text: str, machine: str, note: str) -> str:
     return "\n".join([
         "## Fit modes: a network per tile, one per raster, or one fine-tuned per tile",
         "",
         f"`benchmarks/fit_modes.py` (machine: {machine}; one run at a time). The paper's "
         "protocol through the real run (`upscale_raster`, schedule `auto`, tiles blended): "
-        "RMSE against the reference over its valid pixels, CPU seconds of the process.",
+        "RMSE against the reference over its valid pixels, CPU seconds of the process. "
+        "Tiles: the largest tile size (at most the default) that cuts the image into 2 or "
+        "more tiles a side; schedule: what `auto` chose for the raster. Raster and hybrid: "
+        "one network trained for 3x the schedule's iterations on 2 crops a step of about "
+        "96 x 96 output pixels; hybrid then fine-tunes every tile for a tenth of the "
+        f"iterations. {note}".rstrip(),
         "",
         table_text,
     ])

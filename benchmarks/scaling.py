@@ -16,6 +16,7 @@ projected from those two runs and the tile counts, and labelled so.
 
     python benchmarks/scaling.py --write BENCHMARKS.md
     python benchmarks/scaling.py --areas 1,4 --quick    # a short check
+    python benchmarks/scaling.py --log scaling.jsonl --resume --write BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hybrid-areas", default="1,4", help="areas the hybrid mode runs at")
     parser.add_argument("--quick", action="store_true", help="20 iterations: a short check")
     parser.add_argument("--log", type=Path, default=None, help="JSON lines of every run")
+    parser.add_argument("--resume", action="store_true", help="keep the log's runs, skip them")
     parser.add_argument("--write", type=Path, help="BENCHMARKS.md to update")
     args = parser.parse_args(argv)
     if not args.dsm.exists():
@@ -85,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     modes = args.modes.split(",")
     iterations = 20 if args.quick else DEFAULT_ITERATIONS
     records = []
+    if args.resume and args.log and args.log.exists():
+        records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    done = {(r["area"], r["mode"], r["iterations"]) for r in records}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         source, guide = write_inputs(args.dsm, folder)
@@ -98,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             if "tile" in modes and area == areas[0]:
                 runs += [("tile", k) for k in TILE_PROBE_ITERATIONS]
             for mode, its in runs:
+                if (area, mode, its) in done:
+                    continue
                 output = folder / f"out_{n}_{mode}_{its}.tif"
                 command = [*cli_command(), "upscale", str(src), "-g", str(gde), "-s",
                            str(SCALE), "-o", str(output), "--fit", mode, "--iterations",
