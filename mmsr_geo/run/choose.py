@@ -29,7 +29,6 @@ from ..raster_fit import (
     pool_size,
 )
 from ..selection import Choice, choose_auto
-from ..tiling import tile_intersects
 from .plan import RunPlan
 from .statistics import RasterStatistics
 from .tile_jobs import read_job, tile_jobs
@@ -74,7 +73,7 @@ def choose_mode(plan: RunPlan) -> FitMode:
     pixels x iterations."""
     request, grid = plan.request, plan.grid
     iterations = plan.schedule.iterations
-    tiles = [t for t in plan.tiles if tile_intersects(t, plan.aoi, grid.lr_transform)]
+    tiles = [t for t in plan.tiles if plan.in_aoi(t)]
     budget = CropBudget(
         steps=TRAINING_STEPS_FACTOR * iterations,
         crop_size=request.crop_size or default_crop_size(grid.scale),

@@ -18,7 +18,6 @@ from rasterio.windows import Window
 from ..degradation import average_pool
 from ..fit_config import FitConfig
 from ..raster_fit import Crop, CropBudget
-from ..tiling import tile_intersects
 from .plan import RunPlan
 from .statistics import RasterStatistics
 from .tile_jobs import read_job
@@ -42,11 +41,8 @@ def sample_crops(
     """Up to ``budget.pool`` crops stratified over the tile plan (see the module docstring),
     in a fixed order for a given ``config.seed``."""
     rng = np.random.default_rng(config.seed)
-    grid, tiles = plan.grid, plan.tiles
     width, height = crop_side(plan, budget)
-    candidates = [
-        t for t in tiles if tile_intersects(t, plan.aoi, grid.lr_transform)
-    ]
+    candidates = [t for t in plan.tiles if plan.in_aoi(t)]
     if not candidates:
         return []
     visits = _visits(len(candidates), budget.pool)

@@ -29,7 +29,7 @@ from ..memory import default_overlap, default_tile_size
 from ..raster_io import band_encoding, is_remote, remote_name
 from ..settings import InputFile, RunSettings, input_file
 from ..strategies import Schedule
-from ..tiling import TilePlan, plan_tiles
+from ..tiling import Tile, TilePlan, plan_tiles, tile_intersects
 from ..writer import (
     DTYPES,
     OutputEncoding,
@@ -76,6 +76,11 @@ class RunPlan:
     @property
     def work_dir(self) -> Path:
         return work_dir_for(self.output)
+
+    def in_aoi(self, tile: Tile) -> bool:
+        """Whether the tile touches the AOI (every tile without one): the tiles that are
+        read, fitted, sampled for crops and counted in the fit mode's cost."""
+        return tile_intersects(tile, self.aoi, self.grid.lr_transform)
 
     def close(self) -> None:
         self._files.close()

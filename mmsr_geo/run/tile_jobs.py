@@ -22,7 +22,7 @@ from ..guide import fill_guide, guide_holes, max_hole_pixels
 from ..jobs import TileJob
 from ..normalisation import Normalisation
 from ..raster_io import read_band
-from ..tiling import Tile, tile_intersects
+from ..tiling import Tile
 from .plan import RunPlan
 
 
@@ -103,7 +103,7 @@ def tile_jobs(
         if tile.index not in pending:
             continue
         job = None
-        if tile_intersects(tile, plan.aoi, plan.grid.lr_transform):
+        if plan.in_aoi(tile):
             if margin:
                 window = _grown(plan, tile.lr_window, margin)
                 job = with_margin(plan, read_job(plan, stats, config, tile.index, window), tile)
