@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from mmsr_geo.progress import Progress
 from mmsr_geo.strategies import AUTO, SCHEDULES, Schedule
 
 from .common import reporting_command
+from .options import register_option
 
 EPILOG = """
 \b
@@ -129,6 +131,7 @@ def format_table(scores: list[PairScores], mean: PairScores) -> str:
     "crops of the image, then applied to all of it (what 'upscale --fit raster' does across "
     "a raster); hybrid: that network fine-tuned on the image for a tenth of the iterations.",
 )
+@register_option
 @click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
@@ -175,6 +178,7 @@ def evaluate(
     schedule: str,
     iterations: int | None,
     fit_mode: str,
+    register: str,
     preset: str | None,
     device: str,
     seed: int,
@@ -257,7 +261,15 @@ def evaluate(
             schedule=schedule,
             iterations=iterations,
             fit_mode=fit_mode,
+            register=register,
         )
+        if score.registration is not None and pixel_size is not None:
+            size_x, size_y = np.broadcast_to(np.asarray(pixel_size, dtype=float), (2,))
+            score = dataclasses.replace(score, registration={
+                **score.registration,
+                "dx_metres": score.registration["dx"] * size_x,
+                "dy_metres": score.registration["dy"] * size_y,
+            })
         scores.append(score)
         progress.tile_finished(score.seconds)
     progress.close()
@@ -272,6 +284,7 @@ def evaluate(
             "schedule": schedule,
             "iterations": iterations,
             "fit_mode": fit_mode,
+            "register": register,
             "preset": preset,
             "s2g_kernel": config.s2g_kernel,
             "g2s_kernel": config.g2s_kernel,
@@ -289,3 +302,15 @@ def evaluate(
             f"({config.s2g_kernel}/{config.g2s_kernel}), device {mean.device}"
         )
         click.echo(format_table(scores, mean))
+        for score in scores:  # beside the table, which stays one row per image
+            if score.registration is not None and not quiet:
+                click.echo(registration_line(score), err=True)
+
+
+def registration_line(score: PairScores) -> str:
+    """``05: guide offset +2.10, -0.40 output pixels: corrected`` (or why not)."""
+    found = score.registration or {}
+    return (
+        f"{score.name}: guide offset {found['dx']:+.2f}, {found['dy']:+.2f} output pixels: "
+        f"{found['reason']}"
+    )

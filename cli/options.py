@@ -22,6 +22,7 @@ from mmsr_geo.distributed import executor_from_options
 from mmsr_geo.executors import TileExecutor
 from mmsr_geo.fit_config import PRECISIONS, FitConfig
 from mmsr_geo.presets import PRESETS
+from mmsr_geo.registration import REGISTER_MODES
 from mmsr_geo.run import FIT_MODES, UpscaleRequest
 from mmsr_geo.strategies import AUTO, SCHEDULES
 from mmsr_geo.writer import DTYPES
@@ -46,6 +47,17 @@ scale_option = click.option(
     type=SCALE,
     required=True,
     help="Integer factor >= 2 (e.g. 4 or x4): output pixels are the source's divided by it.",
+)
+
+register_option = click.option(
+    "--register",
+    type=click.Choice(REGISTER_MODES),
+    default="auto",
+    show_default=True,
+    help="auto: find how far the guide's content is displaced from the source (from the "
+    "data: the source's structure against the pooled guide) and move it back when the "
+    "estimate is trusted; the offset is logged and recorded in the tags (README, "
+    "'Misregistered guides'). off: use the guide as given.",
 )
 
 fit_options = _group(
@@ -104,6 +116,7 @@ fit_options = _group(
         help="Hybrid fit: iterations of every tile's fit from the raster network [default: a "
         "tenth of the schedule's iterations].",
     ),
+    register_option,
     click.option(
         "--features",
         type=click.IntRange(min=1),

@@ -27,6 +27,7 @@ from .fit_config import FitConfig
 from .metrics import PixelSize, mae, rmse, slope_rmse
 from .normalisation import fill_invalid
 from .raster_fit import fit_raster
+from .registration import NO_REGISTRATION, REGISTER_MODES, Registration, register_guide
 from .selection import choose_auto
 from .strategies import Schedule
 
@@ -61,6 +62,9 @@ class PairScores:
     fit_mode: str = "tile"
     """``tile`` (a fit of the whole image), ``raster`` or ``hybrid`` (see
     :func:`evaluate_pair`)."""
+    registration: dict[str, float | bool | str] | None = None
+    """The guide's offset found from the data (``register="auto"``), in output pixels, and
+    whether it was corrected (:class:`mmsr_geo.registration.Registration`)."""
 
     def as_dict(self) -> dict[str, float | str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -85,6 +89,7 @@ class ProtocolRun:
     seconds: float
     device: str
     iterations: int
+    registration: Registration = NO_REGISTRATION
 
 
 def run_protocol(
@@ -99,6 +104,7 @@ def run_protocol(
     schedule: str | None = None,
     iterations: int | None = None,
     fit_mode: str = "tile",
+    register: str = "auto",
 ) -> ProtocolRun:
     """Pool the reference by ``scale`` and super-resolve it back, with MMSR and bicubic.
 
@@ -153,6 +159,7 @@ def run_protocol(
         )
     lr_filled = fill_invalid(np.where(lr_valid, lr, 0.0), lr_valid)
     lr_mask = None if lr_valid.all() else lr_valid
+    guide, registration = register_guide(lr_filled, guide, scale, register, valid=lr_valid)
     plan = Schedule.resolve(config, schedule, iterations)
     chosen, selection = plan.name, None
     if plan.is_auto:
@@ -177,6 +184,7 @@ def run_protocol(
         seconds=result.seconds,
         device=result.device,
         iterations=result.iterations,
+        registration=registration,
     )
 
 
@@ -193,6 +201,7 @@ def evaluate_pair(
     schedule: str | None = None,
     iterations: int | None = None,
     fit_mode: str = "tile",
+    register: str = "auto",
 ) -> PairScores:
     """Run the paper's protocol on one (H, W) reference and its (C, H, W) guide.
 
@@ -215,7 +224,12 @@ def evaluate_pair(
             trained on crops of it, :func:`mmsr_geo.raster_fit.fit_raster`, then applied to
             it) or ``hybrid`` (that network fine-tuned on the image for a tenth of the
             iterations), as ``upscale --fit`` fits tiles.
+        register: ``auto`` (find the guide's offset from the LR source and the guide and
+            move it back when the estimate is trusted, :mod:`mmsr_geo.registration`) or
+            ``off``.
     """
+    if register not in REGISTER_MODES:
+        raise InputError(f"register must be one of {', '.join(REGISTER_MODES)}, not {register!r}")
     run = run_protocol(
         reference,
         guide,
@@ -227,6 +241,7 @@ def evaluate_pair(
         schedule=schedule,
         iterations=iterations,
         fit_mode=fit_mode,
+        register=register,
     )
     valid = run.valid
     slope_scores: dict[str, float] = {}
@@ -248,6 +263,7 @@ def evaluate_pair(
         iterations_used=run.iterations,
         selection=run.selection,
         fit_mode=fit_mode,
+        registration=None if register == "off" else run.registration.as_dict(),
         **slope_scores,
     )
 

@@ -16,6 +16,7 @@ from rasterio.transform import array_bounds
 from rasterio.windows import Window
 
 from .degradation import check_scale
+from .metrics import geographic_pixel_metres
 
 
 @dataclass(frozen=True)
@@ -84,3 +85,19 @@ def output_grid(source: DatasetReader, scale: int) -> OutputGrid:
         lr_height=source.height,
         georeferenced=georeferenced,
     )
+
+
+def ground_pixel_size(grid: OutputGrid, shape: tuple[int, int]) -> tuple[float, float]:
+    """(y, x) size in metres of a pixel when the source's extent is drawn at ``shape``.
+
+    In a geographic CRS a degree of longitude is shorter than one of latitude; without this a
+    hillshade of an EPSG:4326 DEM would be flat (pixels of 0.001 m) or black.
+    """
+    t = grid.lr_transform
+    py = abs(t.e) * grid.lr_height / shape[0]
+    px = abs(t.a) * grid.lr_width / shape[1]
+    if grid.georeferenced and grid.crs is not None and grid.crs.is_geographic:
+        _, bottom, _, top = grid.bounds
+        x_metres, y_metres = geographic_pixel_metres(px, py, (bottom + top) / 2)
+        return y_metres, x_metres
+    return py, px

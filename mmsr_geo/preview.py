@@ -21,9 +21,8 @@ from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 
 from .atomic import atomic_file
-from .grid import OutputGrid
+from .grid import OutputGrid, ground_pixel_size
 from .guide import pixel_aligned
-from .metrics import geographic_pixel_metres
 from .raster_io import decimated_shape, read_decimated
 
 PREVIEW_PIXELS = 512 * 512
@@ -44,22 +43,6 @@ def hillshade(
     az, alt = np.radians(360.0 - azimuth + 90.0), np.radians(altitude)
     shaded = np.sin(alt) * np.cos(slope) + np.cos(alt) * np.sin(slope) * np.cos(az - aspect)
     return np.clip(shaded, 0.0, 1.0)
-
-
-def ground_pixel_size(grid: OutputGrid, shape: tuple[int, int]) -> tuple[float, float]:
-    """(y, x) size in metres of a pixel when the source's extent is drawn at ``shape``.
-
-    In a geographic CRS a degree of longitude is shorter than one of latitude; without this a
-    hillshade of an EPSG:4326 DEM would be flat (pixels of 0.001 m) or black.
-    """
-    t = grid.lr_transform
-    py = abs(t.e) * grid.lr_height / shape[0]
-    px = abs(t.a) * grid.lr_width / shape[1]
-    if grid.georeferenced and grid.crs is not None and grid.crs.is_geographic:
-        _, bottom, _, top = grid.bounds
-        x_metres, y_metres = geographic_pixel_metres(px, py, (bottom + top) / 2)
-        return y_metres, x_metres
-    return py, px
 
 
 def _stretch(image: np.ndarray) -> np.ndarray:

@@ -104,6 +104,8 @@ class RunSettings:
     version: str = __version__
     fit_mode: str = "tile"
     """How tiles are fitted as asked (``tile``, ``raster``, ``hybrid``, ``auto``)."""
+    register: str = "off"
+    """Guide registration as asked (``auto`` or ``off``)."""
     raster_fit: tuple[tuple[str, int | None], ...] = ()
     """The raster-level training's settings as asked (crop size, crops per step, fine-tune
     iterations; None: the default)."""
@@ -137,6 +139,7 @@ class RunSettings:
                 if self.fit_mode != "tile"
                 else {}
             ),
+            **({"register": self.register} if self.register != "off" else {}),
         }
 
     def output_fields(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from _rasters import ORIGIN, pair
 from test_batch import REPO, cli_command, cli_env
 
 from mmsr_geo.presets import PRESETS
+from mmsr_geo.registration import REGISTER_MODES
 from mmsr_geo.run import FIT_MODES
 from mmsr_geo.strategies import AUTO, SCHEDULES
 
@@ -36,6 +37,7 @@ from mmsr_geo_processing.command import (  # noqa: E402
 )
 from mmsr_geo_processing.command import FIT_MODES as PLUGIN_FIT_MODES  # noqa: E402
 from mmsr_geo_processing.command import PRESETS as PLUGIN_PRESETS  # noqa: E402
+from mmsr_geo_processing.command import REGISTER_MODES as PLUGIN_REGISTER_MODES  # noqa: E402
 from mmsr_geo_processing.command import SCHEDULES as PLUGIN_SCHEDULES  # noqa: E402
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
@@ -89,6 +91,7 @@ def test_choices_match_the_command_line() -> None:
     assert [DEVICE.convert(d, None, None) for d in DEVICES] == list(DEVICES)
     assert PLUGIN_SCHEDULES == SCHEDULES and PLUGIN_SCHEDULES[0] == AUTO
     assert PLUGIN_FIT_MODES == FIT_MODES  # the CLI's default (auto) first, as in the dialog
+    assert PLUGIN_REGISTER_MODES == REGISTER_MODES  # auto, the CLI's default, first
 
 
 class Feedback:

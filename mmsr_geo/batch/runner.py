@@ -183,6 +183,7 @@ def _run_pair(
                 record.cycle_rmse = result.mean_cycle_rmse
                 record.device = result.device
                 record.strategy = result.strategy
+                record.registration = result.registration
     except Exception as exc:
         log.debug("%s failed", request.source, exc_info=True)
         record.status = "failed"
@@ -223,5 +224,6 @@ def _fill_from_tags(record: PairRecord, facts: Mapping[str, Any]) -> None:
     """A skipped pair's record from what its output recorded when it was made."""
     record.cycle_rmse = facts.get("mean_cycle_rmse")
     record.strategy = facts.get("strategy")
+    record.registration = facts.get("registration")
     devices = facts.get("devices")
     record.device = ",".join(devices) if isinstance(devices, list) else None

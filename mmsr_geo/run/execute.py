@@ -1,7 +1,9 @@
-"""One run as a line of stages: plan -> statistics -> choose -> (train) -> fit -> write.
+"""One run as a line of stages: plan -> statistics -> register -> choose -> (train) -> fit ->
+write.
 
 :func:`execute` takes a :class:`~mmsr_geo.run.plan.RunPlan`, holds the output's lock, and
-passes each stage's frozen result to the next: the whole-raster statistics, the fit choice,
+passes each stage's frozen result to the next: the whole-raster statistics, the guide's
+offset (and a plan reading the guide corrected by it), the fit choice,
 for a raster-level or hybrid fit the raster network (checkpointed), the fitted tiles
 (checkpointed; a rerun after a crash resumes from them) and the written output, then the
 optional preview. :func:`upscale_raster` is plan and execute in one call.
@@ -34,6 +36,7 @@ from .fit_stage import (
     fit_pending,
 )
 from .plan import RunPlan, check_output_free, plan_run
+from .register import register_guide, registration_facts
 from .request import UpscaleRequest
 from .statistics import check_value_range, raster_statistics
 from .train_stage import NETWORK_NAME, trained_network
@@ -67,6 +70,9 @@ class UpscaleReport:
     """``tile``, ``raster`` or ``hybrid``: how the tiles got their network."""
     network: str | None = None
     """Fingerprint of the raster network (raster and hybrid fits)."""
+    registration: dict[str, Any] | None = None
+    """With ``register="auto"``: the guide's estimated offset (output pixels and ground
+    units) and whether it was corrected (:mod:`mmsr_geo.registration`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -100,6 +106,12 @@ def execute(
             check_training_memory(plan, base, mode, executor)
             stats = raster_statistics(plan)
             check_value_range(plan, stats)
+            plan, found = register_guide(plan, stats)
+            registration = (
+                None
+                if plan.request.register == "off"
+                else registration_facts(found, plan.grid)
+            )
             fit = choose_fit(plan, stats, mode)
             device = device_label(fit.config, executor)
             if fit.mode.name != "tile":  # a per-tile fit says why in the tags only
@@ -131,7 +143,7 @@ def execute(
                 plan, stats, fit, network, pending, checkpoints, executor, progress,
                 batch_tiles,
             )
-            facts = write_output(plan, fit, network, checkpoints, progress)
+            facts = write_output(plan, fit, network, checkpoints, progress, registration)
         except BaseException:
             if not checkpoints.done() and not (plan.work_dir / NETWORK_NAME).exists():
                 checkpoints.remove()
@@ -168,6 +180,7 @@ def execute(
         expected_gain=fit.expected_gain,
         fit_mode=fit.mode.name,
         network=None if network is None else network.fingerprint,
+        registration=registration,
     )
     progress.end(report.as_dict())
     return report
@@ -188,7 +201,8 @@ def upscale_raster(
 
     ``options`` are the other fields of :class:`~mmsr_geo.run.request.UpscaleRequest`
     (schedule, iterations, band, guide_bands, tile_size, overlap, aoi, dtype, nodata,
-    creation_options, cog, overwrite, preview, record_paths, batch_tiles). ``executor`` runs
+    creation_options, cog, overwrite, preview, record_paths, batch_tiles, fit_mode, register).
+    ``executor`` runs
     the tile fits (default: serially in this process); ``progress`` receives the progress
     (default: nothing is reported).
     """

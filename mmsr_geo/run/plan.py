@@ -11,6 +11,7 @@ return values of their own, never fill it in.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -25,8 +26,10 @@ from ..aoi import read_aoi
 from ..checkpoints import work_dir_for
 from ..errors import InputError, OutputExistsError, OverlapError
 from ..grid import OutputGrid
+from ..guide import AlignedGuide
 from ..memory import default_overlap, default_tile_size
 from ..raster_io import band_encoding, is_remote, remote_name
+from ..registration import REGISTER_MODES
 from ..settings import InputFile, RunSettings, input_file
 from ..strategies import Schedule
 from ..tiling import Tile, TilePlan, plan_tiles, tile_intersects
@@ -81,6 +84,12 @@ class RunPlan:
         """Whether the tile touches the AOI (every tile without one): the tiles that are
         read, fitted, sampled for crops and counted in the fit mode's cost."""
         return tile_intersects(tile, self.aoi, self.grid.lr_transform)
+
+    def with_guide(self, guide: AlignedGuide) -> RunPlan:
+        """This plan reading the guide through ``guide`` (closed with the plan): the
+        registration stage's corrected guide."""
+        self._files.enter_context(guide)
+        return dataclasses.replace(self, inputs=dataclasses.replace(self.inputs, guide=guide))
 
     def close(self) -> None:
         self._files.close()
@@ -151,6 +160,7 @@ def _plan(
         creation_options=tuple(sorted(request.creation_options.items())),
         cog=request.cog,
         fit_mode=request.fit_mode,
+        register=request.register,
         raster_fit=(
             ("crop_size", request.crop_size),
             ("crops_per_step", request.crops_per_step),
@@ -185,6 +195,10 @@ def _check_output_side(request: UpscaleRequest, output: Path, preview: Path | No
     """The output type, output and preview names: local, known suffixes, folders that exist,
     never an input; an existing preview only with ``overwrite``."""
     _check_fit_mode(request)
+    if request.register not in REGISTER_MODES:
+        raise InputError(
+            f"unknown --register {request.register!r}: choose one of {', '.join(REGISTER_MODES)}"
+        )
     if request.dtype not in DTYPES:
         raise InputError(
             f"unsupported output dtype {request.dtype!r}: choose one of {', '.join(DTYPES)}"

@@ -79,6 +79,10 @@ class UpscaleRequest:
     finetune: int | None = None
     """Hybrid mode: iterations of every tile's fit from the raster network (default: a tenth
     of the strategy's budget)."""
+    register: str = "auto"
+    """``auto``: find how far the guide's content is displaced from the source's and move it
+    back when the estimate is trusted (:mod:`mmsr_geo.registration`); ``off``: use the guide
+    as given."""
 
     def output_path(self) -> Path:
         if self.output is not None:

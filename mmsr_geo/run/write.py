@@ -72,9 +72,10 @@ def write_output(
     network: NetworkWeights | None,
     checkpoints: TileCheckpoints,
     progress: Progress,
+    registration: dict[str, Any] | None = None,
 ) -> dict[int, TileFacts]:
     """Blend the checkpointed tiles block by block into the output (placed atomically);
-    returns the facts of every tile."""
+    returns the facts of every tile. ``registration`` goes into the ``MMSR_RUN`` tag."""
     done = checkpoints.done()
     tiles, grid, inputs = plan.tiles, plan.grid, plan.inputs
     block = int(plan.profile.get("blockxsize", BLOCK_SIZE))
@@ -101,7 +102,7 @@ def write_output(
             counts.add(block_counts)
             dst.write(stored, 1, window=window)
             progress.blocks_written(number, len(windows))
-        facts = run_facts(fit, network, cache.facts)
+        facts = run_facts(fit, network, cache.facts, registration)
         dst.update_tags(**provenance_tags(plan.settings.record(), facts))
         band = inputs.band
         description = inputs.source.descriptions[band - 1] or f"band {band}"
@@ -117,12 +118,16 @@ def write_output(
 
 
 def run_facts(
-    fit: FitChoice, network: NetworkWeights | None, tile_facts: dict[int, TileFacts]
+    fit: FitChoice,
+    network: NetworkWeights | None,
+    tile_facts: dict[int, TileFacts],
+    registration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Facts of the result for the ``MMSR_RUN`` tag: the strategy (and, when ``auto`` chose
     it, every candidate's score one scale down), devices, precisions, tiles with data, cycle
     RMSE, iterations used; for a raster-level or hybrid fit the mode, why, the training's
-    budget and the network's fingerprint.
+    budget and the network's fingerprint; with ``--register auto`` the guide's estimated
+    offset and whether it was corrected.
 
     Only what the result determines (no timings, no count of resumed tiles), so a resumed
     run writes the very bytes of an uninterrupted one.
@@ -147,6 +152,7 @@ def run_facts(
         raster = {"fit_mode": fit.mode.name, "fit_mode_reason": fit.mode.reason}
     return {
         **raster,
+        **({"registration": registration} if registration is not None else {}),
         "strategy": fit.strategy,
         "selection": fit.selection,
         "devices": sorted({f.device for f in facts if f.device}),

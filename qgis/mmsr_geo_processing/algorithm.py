@@ -38,6 +38,7 @@ from .command import (
     ENV_VAR,
     FIT_MODES,
     PRESETS,
+    REGISTER_MODES,
     SCHEDULES,
     CommandNotFound,
     find_command,
@@ -70,6 +71,7 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
     PRESET = "PRESET"
     SCHEDULE = "SCHEDULE"
     FIT_MODE = "FIT_MODE"
+    REGISTER = "REGISTER"
     ITERATIONS = "ITERATIONS"
     DEVICE = "DEVICE"
     AOI = "AOI"
@@ -132,6 +134,16 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
                 "forward pass per tile; hybrid: it, fine-tuned per tile; auto: raster when "
                 "that is 4x cheaper)",
                 FIT_MODES,
+                False,
+                0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.REGISTER,
+                "Guide registration (auto: find the guide's offset from the data and move it "
+                "back when the estimate is trusted; off: use the guide as given)",
+                REGISTER_MODES,
                 False,
                 0,
             )
@@ -229,6 +241,8 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
             SCHEDULES[self.parameterAsEnum(parameters, self.SCHEDULE, context)],
             "--fit",
             FIT_MODES[self.parameterAsEnum(parameters, self.FIT_MODE, context)],
+            "--register",
+            REGISTER_MODES[self.parameterAsEnum(parameters, self.REGISTER, context)],
             "--device",
             DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             "--features",

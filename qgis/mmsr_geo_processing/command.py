@@ -42,6 +42,9 @@ SCHEDULES = (
 mmsr_geo, which needs torch; a test keeps the two lists equal)."""
 FIT_MODES = ("auto", "tile", "raster", "hybrid")
 """``mmsr-geo upscale --fit`` choices, the tool's default first (a test keeps them equal)."""
+REGISTER_MODES = ("auto", "off")
+"""``mmsr-geo upscale --register`` choices, the tool's default first (a test keeps them
+equal)."""
 
 
 class CommandNotFound(Exception):
