@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,13 +262,6 @@ def evaluate(
             fit_mode=fit_mode,
             register=register,
         )
-        if score.registration is not None and pixel_size is not None:
-            size_x, size_y = np.broadcast_to(np.asarray(pixel_size, dtype=float), (2,))
-            score = dataclasses.replace(score, registration={
-                **score.registration,
-                "dx_metres": score.registration["dx"] * size_x,
-                "dy_metres": score.registration["dy"] * size_y,
-            })
         scores.append(score)
         progress.tile_finished(score.seconds)
     progress.close()

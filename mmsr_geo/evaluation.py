@@ -24,7 +24,7 @@ from .degradation import bicubic_upsample, check_scale, crop_to_multiple, pool
 from .errors import InputError
 from .fit import ProgressCallback, fit
 from .fit_config import FitConfig
-from .metrics import PixelSize, mae, rmse, slope_rmse
+from .metrics import PixelSize, mae, pixel_sizes, rmse, slope_rmse
 from .normalisation import fill_invalid
 from .raster_fit import fit_raster
 from .registration import NO_REGISTRATION, REGISTER_MODES, Registration, register_guide
@@ -63,8 +63,9 @@ class PairScores:
     """``tile`` (a fit of the whole image), ``raster`` or ``hybrid`` (see
     :func:`evaluate_pair`)."""
     registration: dict[str, float | bool | str] | None = None
-    """The guide's offset found from the data (``register="auto"``), in output pixels, and
-    whether it was corrected (:class:`mmsr_geo.registration.Registration`)."""
+    """The guide's offset found from the data (``register="auto"``), in output pixels (and
+    metres when a pixel size was given), and whether it was corrected
+    (:class:`mmsr_geo.registration.Registration`)."""
 
     def as_dict(self) -> dict[str, float | str | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -263,7 +264,12 @@ def evaluate_pair(
         iterations_used=run.iterations,
         selection=run.selection,
         fit_mode=fit_mode,
-        registration=None if register == "off" else run.registration.as_dict(),
+        registration=(
+            None if register == "off"
+            else run.registration.as_dict(
+                None if pixel_size is None else pixel_sizes(pixel_size)[::-1]
+            )
+        ),
         **slope_scores,
     )
 

@@ -64,7 +64,8 @@ def mae(prediction: np.ndarray, reference: np.ndarray, mask: np.ndarray | None =
     return float(np.mean(np.abs(_errors(prediction, reference, mask))))
 
 
-def _pixel_sizes(pixel_size: PixelSize) -> tuple[float, float]:
+def pixel_sizes(pixel_size: PixelSize) -> tuple[float, float]:
+    """(x, y) ground size of a pixel given as one number or (x, y), checked."""
     if isinstance(pixel_size, (tuple, list)):
         if len(pixel_size) != 2:
             raise InputError(f"pixel_size must be a number or (x, y), got {pixel_size!r}")
@@ -82,7 +83,7 @@ def slope(dem: np.ndarray, pixel_size: PixelSize) -> np.ndarray:
     ``pixel_size`` must be in the DEM's height units (metres for a projected DEM in metres):
     with degrees of latitude/longitude the slopes would be meaningless.
     """
-    dx, dy = _pixel_sizes(pixel_size)
+    dx, dy = pixel_sizes(pixel_size)
     dz_dy, dz_dx = np.gradient(np.asarray(dem, dtype=np.float64), dy, dx)
     return np.degrees(np.arctan(np.hypot(dz_dx, dz_dy)))
 

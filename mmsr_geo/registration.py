@@ -11,8 +11,9 @@ follows height, and depth edges are guide edges, so one score serves DEMs, DSMs 
 maps. Integer output-pixel shifts are scored exactly (box sums of an integral image); a
 parabola through the best one and its neighbours gives the sub-pixel part.
 
-An estimate is trusted only when the two halves of the image (left/right, top/bottom) agree
-on it and the guide shares enough structure with the source; otherwise the guide is used as
+An estimate is trusted only when the guide shares enough structure with the source, the best
+shift lies inside the search and stands out from shifts a source pixel away, and the four
+halves of the image (left, right, top, bottom) agree on it; otherwise the guide is used as
 given and :attr:`Registration.reason` says why.
 """
 
@@ -71,15 +72,18 @@ class Registration:
         """Length of the displacement, output pixels."""
         return float(np.hypot(self.dx, self.dy))
 
-    def in_metres(self, pixel_metres: tuple[float, float]) -> tuple[float, float]:
-        """(dx, dy) in metres, along columns and rows, for output pixels of ``(y, x)``
-        metres."""
-        return self.dx * pixel_metres[1], self.dy * pixel_metres[0]
-
-    def as_dict(self) -> dict[str, float | bool | str | None]:
-        """Plain JSON values (a spread that could not be measured is None)."""
-        return {k: None if isinstance(v, float) and not np.isfinite(v) else v
-                for k, v in asdict(self).items()}
+    def as_dict(
+        self, pixel_metres: tuple[float, float] | None = None
+    ) -> dict[str, float | bool | str | None]:
+        """Plain JSON values (a spread that could not be measured is None); with the output
+        pixel's ``(y, x)`` size in metres, the offset in metres too (``dx_metres``,
+        ``dy_metres``, along columns and rows)."""
+        record = {k: None if isinstance(v, float) and not np.isfinite(v) else v
+                  for k, v in asdict(self).items()}
+        if pixel_metres is not None:
+            record["dx_metres"] = self.dx * pixel_metres[1]
+            record["dy_metres"] = self.dy * pixel_metres[0]
+        return record
 
 
 NO_REGISTRATION = Registration(0.0, 0.0, 0.0, 0.0, 0.0, False, "registration off")
@@ -113,13 +117,12 @@ def estimate_offset(
     h, w = source.shape
     margin = -(-radius // scale)  # blocks whose every shift reads inside the guide
     if h <= 2 * margin + 4 or w <= 2 * margin + 4:
-        return _untrusted(f"the source is too small ({w}x{h} pixels) to register the guide")
-    inner = np.ones((h, w), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    inner = inner.copy()
+        return untrusted(f"the source is too small ({w}x{h} pixels) to register the guide")
+    inner = np.ones((h, w), dtype=bool) if valid is None else np.array(valid, dtype=bool)
     inner[:margin] = inner[-margin:] = False
     inner[:, :margin] = inner[:, -margin:] = False
     if inner.sum() < 64:
-        return _untrusted("too few valid source pixels to register the guide")
+        return untrusted("too few valid source pixels to register the guide")
     sums = _target_integrals(guide, radius)
     features = _source_features(source)
 
@@ -179,7 +182,8 @@ def register_guide(
     return translate(guide, -found.dx, -found.dy), found
 
 
-def _untrusted(reason: str) -> Registration:
+def untrusted(reason: str) -> Registration:
+    """No estimate could be made (``reason`` says why): nothing is corrected."""
     return Registration(0.0, 0.0, 0.0, 0.0, float("inf"), False, reason)
 
 

@@ -17,7 +17,7 @@ from rasterio.windows import Window
 
 from ..grid import OutputGrid, ground_pixel_size
 from ..guide import AlignedGuide
-from ..registration import NO_REGISTRATION, Registration, estimate_offset
+from ..registration import NO_REGISTRATION, Registration, estimate_offset, untrusted
 from .plan import RunPlan
 from .statistics import RasterStatistics
 from .tile_jobs import read_job
@@ -47,11 +47,14 @@ def register_guide(plan: RunPlan, stats: RasterStatistics) -> tuple[RunPlan, Reg
 def registration_facts(found: Registration, grid: OutputGrid) -> dict[str, object]:
     """The estimate for the tags and reports, in output pixels and in metres (the grid's
     units when it has no CRS): only what the inputs determine, no timing."""
-    facts = found.as_dict()
+    facts = found.as_dict(_pixel_metres(grid))
     facts.pop("seconds")
-    x, y = found.in_metres(ground_pixel_size(grid, (grid.height, grid.width)))
-    facts.update(dx_metres=x, dy_metres=y)
     return facts
+
+
+def _pixel_metres(grid: OutputGrid) -> tuple[float, float]:
+    """(y, x) size of an output pixel in metres."""
+    return ground_pixel_size(grid, (grid.height, grid.width))
 
 
 def _estimate(plan: RunPlan, stats: RasterStatistics) -> Registration:
@@ -60,10 +63,7 @@ def _estimate(plan: RunPlan, stats: RasterStatistics) -> Registration:
     window = Window((grid.lr_width - width) // 2, (grid.lr_height - height) // 2, width, height)
     job = read_job(plan, stats.normalisation, plan.schedule.base, -1, window)
     if job is None:
-        return Registration(
-            0.0, 0.0, 0.0, 0.0, float("inf"), False,
-            "no valid data at the raster's centre to register the guide on",
-        )
+        return untrusted("no valid data at the raster's centre to register the guide on")
     s = grid.scale
     h, w = job.source.shape
     covered = job.output_valid.reshape(h, s, w, s).all(axis=(1, 3))
@@ -75,7 +75,8 @@ def _estimate(plan: RunPlan, stats: RasterStatistics) -> Registration:
 def _report(found: Registration, plan: RunPlan) -> None:
     grid = plan.grid
     s = grid.scale
-    x, y = found.in_metres(ground_pixel_size(grid, (grid.height, grid.width)))
+    record = found.as_dict(_pixel_metres(grid))
+    x, y = record["dx_metres"], record["dy_metres"]
     text = (
         f"guide registration: {found.reason} (estimated offset {found.dx:+.2f}, "
         f"{found.dy:+.2f} output pixels along columns and rows, {x:+.4g} m, {y:+.4g} m, "
