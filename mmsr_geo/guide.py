@@ -26,7 +26,6 @@ from .errors import InputError, OverlapError
 from .footprints import dataset_footprint, grid_footprint, reprojected
 from .grid import OutputGrid
 from .raster_io import pixel_validity
-from .registration import translate
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +136,10 @@ class AlignedGuide:
     ``"on-grid"`` (same CRS and pixel size, integer offset: plain windowed reads) and
     ``"warped"`` (anything else: a WarpedVRT onto the output grid).
 
-    ``shift`` (output pixels, along columns and rows) is how far the guide's content is
-    displaced from the source's (:mod:`mmsr_geo.registration`): every read moves it back. A
-    warped guide is warped onto the output grid moved by the shift (GDAL resamples once); a
-    guide read by plain windows is read with a margin and moved by bicubic interpolation.
+    ``shift`` (whole output pixels, along columns and rows) is how far the guide's content
+    is displaced from the source's (:mod:`mmsr_geo.registration`): every read moves it back
+    (a warped guide is warped onto the output grid moved by it, a guide read by plain windows
+    is read that many pixels further), so the guide is never resampled for it.
     """
 
     def __init__(
@@ -148,12 +147,12 @@ class AlignedGuide:
         dataset: DatasetReader,
         bands: Sequence[int],
         grid: OutputGrid,
-        shift: tuple[float, float] = (0.0, 0.0),
+        shift: tuple[int, int] = (0, 0),
     ) -> None:
         self.dataset = dataset
         self.bands = tuple(bands)
         self.grid = grid
-        self.shift = (float(shift[0]), float(shift[1]))
+        self.shift = (int(shift[0]), int(shift[1]))
         self._vrt: WarpedVRT | None = None
         self._alpha = 0
         self._offset = (0, 0)
@@ -167,9 +166,10 @@ class AlignedGuide:
                     f"{dataset.height}x{dataset.width}"
                 )
             self.mode = "pixel"
+            self._offset = self.shift
         elif (offset := self._grid_offset()) is not None:
             self.mode = "on-grid"
-            self._offset = offset
+            self._offset = (offset[0] + self.shift[0], offset[1] + self.shift[1])
         else:
             self.mode = "warped"
             self._vrt = self._warped_vrt()
@@ -223,26 +223,7 @@ class AlignedGuide:
             masks = self._vrt.read_masks(list(self.bands), window=window)
             alpha = self._vrt.read(self._alpha, window=window) > 0
             return data, pixel_validity(masks, data) & alpha
-        if self.shift != (0.0, 0.0):
-            return self._read_moved(window)
         return self._read_clipped(window)
-
-    def _read_moved(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Read ``window`` with a margin and move the content back by the shift; a pixel is
-        valid when the guide pixels around where it comes from are."""
-        dx, dy = self.shift
-        pad = math.ceil(max(abs(dx), abs(dy))) + 2
-        h, w = int(window.height), int(window.width)
-        col, row = int(window.col_off) - pad, int(window.row_off) - pad
-        wide = Window(col, row, w + 2 * pad, h + 2 * pad)
-        data, valid = self._read_clipped(wide)
-        moved = translate(data, -dx, -dy)
-        inner = np.s_[pad : pad + h, pad : pad + w]
-        ok = np.ones((h, w), dtype=bool)
-        for row in {math.floor(dy), math.ceil(dy)}:
-            for col in {math.floor(dx), math.ceil(dx)}:
-                ok &= valid[pad + row : pad + row + h, pad + col : pad + col + w]
-        return moved[(slice(None), *inner)], ok
 
     def _read_clipped(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Read the part of ``window`` (output grid) that lies inside the guide; the rest is

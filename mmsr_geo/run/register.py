@@ -39,7 +39,7 @@ def register_guide(plan: RunPlan, stats: RasterStatistics) -> tuple[RunPlan, Reg
         return plan, found
     inputs = plan.inputs
     moved = AlignedGuide(
-        inputs.guide_dataset, inputs.guide_bands, plan.grid, shift=(found.dx, found.dy)
+        inputs.guide_dataset, inputs.guide_bands, plan.grid, shift=found.correction
     )
     return plan.with_guide(moved), found
 
@@ -82,7 +82,7 @@ def _report(found: Registration, plan: RunPlan) -> None:
         f"{found.dy:+.2f} output pixels along columns and rows, {x:+.4g} m, {y:+.4g} m, "
         f"{found.shift / s:.2f} source pixels)"
     )
-    if found.applied and found.shift > s / 2:
+    if found.applied:  # only offsets of at least half a source pixel are corrected
         log.warning("the guide is displaced by more than half a source pixel: %s", text)
     else:
         log.info(text)
