@@ -25,7 +25,7 @@ from mmsr_geo.progress import Progress
 from mmsr_geo.strategies import AUTO, SCHEDULES, Schedule
 
 from .common import reporting_command
-from .options import register_option
+from .options import consistency_option, register_option
 
 EPILOG = """
 \b
@@ -131,6 +131,7 @@ def format_table(scores: list[PairScores], mean: PairScores) -> str:
     "a raster); hybrid: that network fine-tuned on the image for a tenth of the iterations.",
 )
 @register_option
+@consistency_option
 @click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
@@ -178,6 +179,7 @@ def evaluate(
     iterations: int | None,
     fit_mode: str,
     register: str,
+    consistency: str,
     preset: str | None,
     device: str,
     seed: int,
@@ -261,6 +263,7 @@ def evaluate(
             iterations=iterations,
             fit_mode=fit_mode,
             register=register,
+            consistency=consistency,
         )
         scores.append(score)
         progress.tile_finished(score.seconds)
@@ -277,6 +280,7 @@ def evaluate(
             "iterations": iterations,
             "fit_mode": fit_mode,
             "register": register,
+            "consistency": consistency,
             "preset": preset,
             "s2g_kernel": config.s2g_kernel,
             "g2s_kernel": config.g2s_kernel,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .consistency import CONSISTENCY_MODES, DEFAULT_CONSISTENCY, project_consistent
 from .degradation import bicubic_upsample, check_scale, crop_to_multiple, pool
 from .errors import InputError
 from .fit import ProgressCallback, fit
@@ -106,6 +107,7 @@ def run_protocol(
     iterations: int | None = None,
     fit_mode: str = "tile",
     register: str = "auto",
+    consistency: str = DEFAULT_CONSISTENCY,
 ) -> ProtocolRun:
     """Pool the reference by ``scale`` and super-resolve it back, with MMSR and bicubic.
 
@@ -174,11 +176,16 @@ def run_protocol(
             lr_filled, guide, scale, config, mask=lr_mask, progress=progress,
             finetune=max(1, config.iterations // 10) if fit_mode == "hybrid" else 0,
         )
+    prediction = result.prediction.astype(np.float64)
+    if consistency == "exact":
+        prediction = project_consistent(
+            prediction, np.ones(prediction.shape, dtype=bool), lr_filled, lr_valid, scale
+        )
     return ProtocolRun(
         reference=reference,
         valid=valid,
         lr=lr_filled,
-        prediction=result.prediction.astype(np.float64),
+        prediction=prediction,
         bicubic=bicubic_upsample(lr_filled, scale),
         strategy=chosen,
         selection=selection,
@@ -203,6 +210,7 @@ def evaluate_pair(
     iterations: int | None = None,
     fit_mode: str = "tile",
     register: str = "auto",
+    consistency: str = DEFAULT_CONSISTENCY,
 ) -> PairScores:
     """Run the paper's protocol on one (H, W) reference and its (C, H, W) guide.
 
@@ -228,9 +236,15 @@ def evaluate_pair(
         register: ``auto`` (find the guide's offset from the LR source and the guide and
             move it back when the estimate is trusted, :mod:`mmsr_geo.registration`) or
             ``off``.
+        consistency: ``exact`` (the prediction projected so that every valid block averages
+            to its LR pixel, :mod:`mmsr_geo.consistency`) or ``off``.
     """
     if register not in REGISTER_MODES:
         raise InputError(f"register must be one of {', '.join(REGISTER_MODES)}, not {register!r}")
+    if consistency not in CONSISTENCY_MODES:
+        raise InputError(
+            f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, not {consistency!r}"
+        )
     run = run_protocol(
         reference,
         guide,
@@ -243,6 +257,7 @@ def evaluate_pair(
         iterations=iterations,
         fit_mode=fit_mode,
         register=register,
+        consistency=consistency,
     )
     valid = run.valid
     slope_scores: dict[str, float] = {}

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .consistency import CONSISTENCY_MODES, DEFAULT_CONSISTENCY, project_consistent
 from .devices import resolve_device
 from .errors import InputError
 from .fit_config import FitConfig, resolve_precision
@@ -262,13 +263,17 @@ def super_resolve(
     device: str = "auto",
     seed: int = 0,
     progress: ProgressCallback | None = None,
+    consistency: str = DEFAULT_CONSISTENCY,
 ) -> np.ndarray:
     """Super-resolve an (h, w) source by ``scale`` with a (C, H, W) guide; returns (H, W) float32.
 
     The defaults are the paper's depth settings (1000 iterations, kernels 11/5); use
     ``s2g_kernel=5, g2s_kernel=3`` (the "remote-sensing" preset) for DEMs and thermal imagery.
-    Same seed and device give the same result.
+    With ``consistency="exact"`` every block of the result averages to its valid source pixel
+    (:mod:`mmsr_geo.consistency`). Same seed and device give the same result.
     """
+    if consistency not in CONSISTENCY_MODES:
+        raise InputError(f"consistency must be one of {', '.join(CONSISTENCY_MODES)}")
     config = FitConfig(
         iterations=iterations,
         s2g_kernel=s2g_kernel,
@@ -277,4 +282,10 @@ def super_resolve(
         seed=seed,
         device=device,
     )
-    return fit(source, guide, scale, config, mask=mask, progress=progress).prediction
+    prediction = fit(source, guide, scale, config, mask=mask, progress=progress).prediction
+    if consistency == "off":
+        return prediction
+    source = np.asarray(source, dtype=np.float64)
+    valid = np.isfinite(source) if mask is None else np.asarray(mask, dtype=bool)
+    everywhere = np.ones(prediction.shape, dtype=bool)
+    return project_consistent(prediction, everywhere, source, valid, scale).astype(np.float32)

@@ -106,6 +106,9 @@ class RunSettings:
     """How tiles are fitted as asked (``tile``, ``raster``, ``hybrid``, ``auto``)."""
     register: str = "off"
     """Guide registration as asked (``auto`` or ``off``)."""
+    consistency: str = "off"
+    """The output's projection onto the source (``exact`` or ``off``): decided after the
+    tiles, so it is part of the output's identity, not of the tiles' checkpoints."""
     raster_fit: tuple[tuple[str, int | None], ...] = ()
     """The raster-level training's settings as asked (crop size, crops per step, fine-tune
     iterations; None: the default)."""
@@ -148,6 +151,7 @@ class RunSettings:
             **self.result_fields(),
             "creation_options": dict(self.creation_options),
             "cog": self.cog,
+            **({"consistency": self.consistency} if self.consistency != "off" else {}),
         }
 
     def result_key(self) -> str:

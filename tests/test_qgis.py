@@ -22,6 +22,7 @@ import rasterio
 from _rasters import ORIGIN, pair
 from test_batch import REPO, cli_command, cli_env
 
+from mmsr_geo.consistency import CONSISTENCY_MODES, DEFAULT_CONSISTENCY
 from mmsr_geo.presets import PRESETS
 from mmsr_geo.registration import REGISTER_MODES
 from mmsr_geo.run import FIT_MODES
@@ -29,6 +30,7 @@ from mmsr_geo.strategies import AUTO, SCHEDULES
 
 sys.path.insert(0, str(REPO / "qgis"))
 from mmsr_geo_processing import runner  # noqa: E402
+from mmsr_geo_processing.command import CONSISTENCY_MODES as PLUGIN_CONSISTENCY  # noqa: E402
 from mmsr_geo_processing.command import (  # noqa: E402
     DEVICES,
     ENV_VAR,
@@ -92,6 +94,8 @@ def test_choices_match_the_command_line() -> None:
     assert PLUGIN_SCHEDULES == SCHEDULES and PLUGIN_SCHEDULES[0] == AUTO
     assert PLUGIN_FIT_MODES == FIT_MODES  # the CLI's default (auto) first, as in the dialog
     assert PLUGIN_REGISTER_MODES == REGISTER_MODES  # auto, the CLI's default, first
+    assert sorted(PLUGIN_CONSISTENCY) == sorted(CONSISTENCY_MODES)
+    assert PLUGIN_CONSISTENCY[0] == DEFAULT_CONSISTENCY  # the CLI's default is the dialog's
 
 
 class Feedback:

@@ -201,7 +201,8 @@ def upscale_raster(
 
     ``options`` are the other fields of :class:`~mmsr_geo.run.request.UpscaleRequest`
     (schedule, iterations, band, guide_bands, tile_size, overlap, aoi, dtype, nodata,
-    creation_options, cog, overwrite, preview, record_paths, batch_tiles, fit_mode, register).
+    creation_options, cog, overwrite, preview, record_paths, batch_tiles, fit_mode, register,
+    consistency).
     ``executor`` runs
     the tile fits (default: serially in this process); ``progress`` receives the progress
     (default: nothing is reported).

@@ -24,6 +24,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ..aoi import read_aoi
 from ..checkpoints import work_dir_for
+from ..consistency import CONSISTENCY_MODES
 from ..errors import InputError, OutputExistsError, OverlapError
 from ..grid import OutputGrid
 from ..guide import AlignedGuide
@@ -161,6 +162,7 @@ def _plan(
         cog=request.cog,
         fit_mode=request.fit_mode,
         register=request.register,
+        consistency=request.consistency,
         raster_fit=(
             ("crop_size", request.crop_size),
             ("crops_per_step", request.crops_per_step),
@@ -198,6 +200,11 @@ def _check_output_side(request: UpscaleRequest, output: Path, preview: Path | No
     if request.register not in REGISTER_MODES:
         raise InputError(
             f"unknown --register {request.register!r}: choose one of {', '.join(REGISTER_MODES)}"
+        )
+    if request.consistency not in CONSISTENCY_MODES:
+        raise InputError(
+            f"unknown --consistency {request.consistency!r}: choose one of "
+            f"{', '.join(CONSISTENCY_MODES)}"
         )
     if request.dtype not in DTYPES:
         raise InputError(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..consistency import DEFAULT_CONSISTENCY
 from ..fit_config import FitConfig
 from ..raster_io import is_remote, remote_name
 
@@ -83,6 +84,9 @@ class UpscaleRequest:
     """``auto``: find how far the guide's content is displaced from the source's and move it
     back when the estimate is trusted (:mod:`mmsr_geo.registration`); ``off``: use the guide
     as given."""
+    consistency: str = DEFAULT_CONSISTENCY
+    """``exact``: project the output so that every fully valid block averages to its source
+    pixel (:mod:`mmsr_geo.consistency`); ``off``: the fit's output as it is."""
 
     def output_path(self) -> Path:
         if self.output is not None:

@@ -19,8 +19,10 @@ from rasterio.windows import Window, subdivide
 
 from ..blending import blend_block
 from ..checkpoints import TileCheckpoints, TileFacts
+from ..consistency import HALO, pooled_error, project_consistent
 from ..network_weights import NetworkWeights
 from ..progress import Progress
+from ..raster_io import read_band
 from ..tiling import TilePlan
 from ..writer import (
     BLOCK_SIZE,
@@ -60,10 +62,64 @@ class _TileCache:
 
 
 def _blend_size(tiles: TilePlan, block: int) -> int:
-    """Blend windows: whole GTiff blocks, at least one tile stride wide, so each checkpoint
-    is loaded only a few times."""
+    """Blend windows: whole GTiff blocks and whole source pixels (so every output block of a
+    source pixel lies in one window), at least one tile stride wide, so each checkpoint is
+    loaded only a few times."""
     stride = max(1, tiles.tile_size - tiles.overlap) * tiles.scale
-    return block * max(1, math.ceil(stride / block))
+    unit = math.lcm(block, tiles.scale)
+    return unit * max(1, math.ceil(stride / unit))
+
+
+class _Blender:
+    """Output values of one window: the tiles' weighted blend and, with ``--consistency
+    exact``, its projection onto the source (computed on the window grown by
+    :data:`~mmsr_geo.consistency.HALO` source pixels, so that every window gets exactly the
+    whole raster's values); records the largest |block mean - source| as stored."""
+
+    def __init__(self, plan: RunPlan, cache: _TileCache, done: set[int]) -> None:
+        self._plan, self._cache, self._done = plan, cache, done
+        self._ramp = plan.tiles.overlap * plan.tiles.scale
+        self.exact = plan.request.consistency == "exact"
+        self.largest_error = 0.0
+        self._source: tuple[np.ndarray, np.ndarray] | None = None
+
+    def blend(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        if not self.exact:
+            return self._blended(window)
+        grid, inputs, s = self._plan.grid, self._plan.inputs, self._plan.grid.scale
+        row0, col0 = int(window.row_off) // s, int(window.col_off) // s
+        row1 = -(-int(window.row_off + window.height) // s)
+        col1 = -(-int(window.col_off + window.width) // s)
+        top, left = max(0, row0 - HALO), max(0, col0 - HALO)
+        lr = Window(left, top, min(grid.lr_width, col1 + HALO) - left,
+                    min(grid.lr_height, row1 + HALO) - top)
+        grown = grid.hr_window(lr)
+        values, valid = self._blended(grown)
+        source, source_valid = read_band(inputs.source, inputs.band, lr)
+        projected = project_consistent(values, valid, source, source_valid, s)
+        r, c = int(window.row_off - grown.row_off), int(window.col_off - grown.col_off)
+        core = (slice(r, r + int(window.height)), slice(c, c + int(window.width)))
+        lr_core = (slice(row0 - top, row1 - top), slice(col0 - left, col1 - left))
+        self._source = (source[lr_core], source_valid[lr_core])
+        return np.where(valid[core], projected[core], 0.0), valid[core]
+
+    def check(self, stored: np.ndarray, valid: np.ndarray) -> None:
+        """Fold the block error of the window just blended, as stored, into
+        :attr:`largest_error` (windows hold whole source pixels, see :func:`_blend_size`)."""
+        if self._source is None:
+            return
+        encoding = self._plan.encoding
+        physical = stored.astype(np.float64) * encoding.scale + encoding.offset
+        error = pooled_error(physical, valid, *self._source, self._plan.grid.scale)
+        self.largest_error = max(self.largest_error, error)
+
+    def _blended(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        contributions = [
+            (tile.hr_window, self._cache.get(tile.index))
+            for tile in self._plan.tiles.tiles_touching(window)
+            if tile.index in self._done
+        ]
+        return blend_block(window, contributions, self._ramp)
 
 
 def write_output(
@@ -80,7 +136,7 @@ def write_output(
     tiles, grid, inputs = plan.tiles, plan.grid, plan.inputs
     block = int(plan.profile.get("blockxsize", BLOCK_SIZE))
     cache = _TileCache(checkpoints)
-    ramp = tiles.overlap * tiles.scale
+    blender = _Blender(plan, cache, done)
     counts = EncodeCounts()
     size = _blend_size(tiles, block)
     windows = subdivide(Window(0, 0, grid.width, grid.height), size, size)
@@ -92,17 +148,14 @@ def write_output(
         cog_options=plan.cog_options,
     ) as dst:
         for number, window in enumerate(windows, start=1):
-            contributions = [
-                (tile.hr_window, cache.get(tile.index))
-                for tile in tiles.tiles_touching(window)
-                if tile.index in done
-            ]
-            values, valid = blend_block(window, contributions, ramp)
+            values, valid = blender.blend(window)
             stored, block_counts = plan.encoding.encode(values, valid)
+            blender.check(stored, valid)
             counts.add(block_counts)
             dst.write(stored, 1, window=window)
             progress.blocks_written(number, len(windows))
-        facts = run_facts(fit, network, cache.facts, registration)
+        consistency = _consistency_facts(blender, plan)
+        facts = run_facts(fit, network, cache.facts, registration, consistency)
         dst.update_tags(**provenance_tags(plan.settings.record(), facts))
         band = inputs.band
         description = inputs.source.descriptions[band - 1] or f"band {band}"
@@ -122,12 +175,14 @@ def run_facts(
     network: NetworkWeights | None,
     tile_facts: dict[int, TileFacts],
     registration: dict[str, Any] | None = None,
+    consistency: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Facts of the result for the ``MMSR_RUN`` tag: the strategy (and, when ``auto`` chose
     it, every candidate's score one scale down), devices, precisions, tiles with data, cycle
     RMSE, iterations used; for a raster-level or hybrid fit the mode, why, the training's
     budget and the network's fingerprint; with ``--register auto`` the guide's estimated
-    offset and whether it was corrected.
+    offset and whether it was corrected; with ``--consistency exact`` the largest |block
+    mean - source| of the stored output.
 
     Only what the result determines (no timings, no count of resumed tiles), so a resumed
     run writes the very bytes of an uninterrupted one.
@@ -153,6 +208,7 @@ def run_facts(
     return {
         **raster,
         **({"registration": registration} if registration is not None else {}),
+        **({"consistency": consistency} if consistency is not None else {}),
         "strategy": fit.strategy,
         "selection": fit.selection,
         "devices": sorted({f.device for f in facts if f.device}),
@@ -167,6 +223,20 @@ def run_facts(
         if facts
         else None,
     }
+
+
+def _consistency_facts(blender: _Blender, plan: RunPlan) -> dict[str, Any] | None:
+    """The tag's record of the projection, logged; None without it."""
+    if not blender.exact:
+        return None
+    units = plan.inputs.source.units[plan.inputs.band - 1] if plan.inputs.source.units else ""
+    log.info(
+        "exact consistency: every fully valid %dx%d block of the output averages to its "
+        "source pixel within %.3g%s (as stored, %s)",
+        plan.grid.scale, plan.grid.scale, blender.largest_error,
+        f" {units}" if units else "", plan.encoding.dtype,
+    )
+    return {"mode": "exact", "largest_block_error": blender.largest_error}
 
 
 def _report_counts(counts: EncodeCounts, encoding: OutputEncoding) -> None:

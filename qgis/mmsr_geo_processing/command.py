@@ -45,6 +45,9 @@ FIT_MODES = ("auto", "tile", "raster", "hybrid")
 REGISTER_MODES = ("auto", "off")
 """``mmsr-geo upscale --register`` choices, the tool's default first (a test keeps them
 equal)."""
+CONSISTENCY_MODES = ("exact", "off")
+"""``mmsr-geo upscale --consistency`` choices, the tool's default first (a test keeps them
+equal)."""
 
 
 class CommandNotFound(Exception):
