@@ -23,6 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .degradation import average_pool
+from .errors import InputError
+
 CONSISTENCY_MODES = ("off", "exact")
 """``off``: the fit's output as it is; ``exact``: projected so that it pools to the source."""
 
@@ -42,6 +45,16 @@ HALO = SMOOTH_PASSES + 2
 """Source pixels of context around a window for its projected core to equal the raster's."""
 
 
+def check_consistency(mode: str) -> str:
+    """``mode`` if it is one of :data:`CONSISTENCY_MODES`, else a one-line
+    :class:`~mmsr_geo.errors.InputError`."""
+    if mode not in CONSISTENCY_MODES:
+        raise InputError(
+            f"unknown consistency {mode!r}: choose one of {', '.join(CONSISTENCY_MODES)}"
+        )
+    return mode
+
+
 def project_consistent(
     values: np.ndarray,
     valid: np.ndarray,
@@ -58,16 +71,16 @@ def project_consistent(
     h, w = source.shape
     if values.shape != (h * s, w * s) or valid.shape != values.shape:
         raise ValueError(f"output {values.shape} is not source {source.shape} x {s}")
-    held = source_valid & valid.reshape(h, s, w, s).all(axis=(1, 3))
+    held = _held(valid, source_valid, s)
     target = np.where(held, source, 0.0)
     out = np.where(valid, values, 0.0).astype(np.float64)
     weights = _upsample(held.astype(np.float64), s)
     reach = weights > 1e-12
     for _ in range(SMOOTH_PASSES):
-        residual = np.where(held, target - _pool(out, s), 0.0)
+        residual = np.where(held, target - average_pool(out, s), 0.0)
         spread = np.divide(_upsample(residual, s), weights, out=np.zeros_like(out), where=reach)
         out += np.where(valid, RELAXATION * spread, 0.0)
-    residual = np.where(held, target - _pool(out, s), 0.0)
+    residual = np.where(held, target - average_pool(out, s), 0.0)
     out += np.where(valid, np.repeat(np.repeat(residual, s, axis=0), s, axis=1), 0.0)
     return np.where(valid, out, np.nan)
 
@@ -77,17 +90,17 @@ def pooled_error(
 ) -> float:
     """Largest |block mean - source| over fully valid blocks (0 when there are none)."""
     s = int(scale)
-    h, w = source.shape
-    held = source_valid & valid.reshape(h, s, w, s).all(axis=(1, 3))
+    held = _held(valid, source_valid, s)
     if not held.any():
         return 0.0
-    pooled = _pool(np.where(valid, values, 0.0), s)
+    pooled = average_pool(np.where(valid, values, 0.0), s)
     return float(np.abs(pooled - source)[held].max())
 
 
-def _pool(values: np.ndarray, s: int) -> np.ndarray:
-    h, w = values.shape
-    return values.reshape(h // s, s, w // s, s).mean(axis=(1, 3))
+def _held(valid: np.ndarray, source_valid: np.ndarray, s: int) -> np.ndarray:
+    """Source pixels held to their value: valid, and every output pixel of the block too."""
+    h, w = source_valid.shape
+    return source_valid & valid.reshape(h, s, w, s).all(axis=(1, 3))
 
 
 def _upsample(values: np.ndarray, s: int) -> np.ndarray:

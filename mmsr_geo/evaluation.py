@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .consistency import CONSISTENCY_MODES, DEFAULT_CONSISTENCY, project_consistent
+from .consistency import DEFAULT_CONSISTENCY, check_consistency, project_consistent
 from .degradation import bicubic_upsample, check_scale, crop_to_multiple, pool
 from .errors import InputError
 from .fit import ProgressCallback, fit
@@ -241,10 +241,7 @@ def evaluate_pair(
     """
     if register not in REGISTER_MODES:
         raise InputError(f"register must be one of {', '.join(REGISTER_MODES)}, not {register!r}")
-    if consistency not in CONSISTENCY_MODES:
-        raise InputError(
-            f"consistency must be one of {', '.join(CONSISTENCY_MODES)}, not {consistency!r}"
-        )
+    check_consistency(consistency)
     run = run_protocol(
         reference,
         guide,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .consistency import CONSISTENCY_MODES, DEFAULT_CONSISTENCY, project_consistent
+from .consistency import DEFAULT_CONSISTENCY, check_consistency, project_consistent
 from .devices import resolve_device
 from .errors import InputError
 from .fit_config import FitConfig, resolve_precision
@@ -272,8 +272,7 @@ def super_resolve(
     With ``consistency="exact"`` every block of the result averages to its valid source pixel
     (:mod:`mmsr_geo.consistency`). Same seed and device give the same result.
     """
-    if consistency not in CONSISTENCY_MODES:
-        raise InputError(f"consistency must be one of {', '.join(CONSISTENCY_MODES)}")
+    check_consistency(consistency)
     config = FitConfig(
         iterations=iterations,
         s2g_kernel=s2g_kernel,

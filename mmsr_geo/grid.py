@@ -71,6 +71,23 @@ class OutputGrid:
             lr_window.col_off * s, lr_window.row_off * s, lr_window.width * s, lr_window.height * s
         )
 
+    def lr_window(self, hr_window: Window) -> Window:
+        """The LR window covering exactly the same ground as an HR window of whole source
+        pixels."""
+        s = self.scale
+        return Window(
+            int(hr_window.col_off) // s, int(hr_window.row_off) // s,
+            int(hr_window.width) // s, int(hr_window.height) // s,
+        )
+
+    def grown(self, lr_window: Window, margin: int) -> Window:
+        """An LR window grown by ``margin`` source pixels on every side, inside the raster."""
+        col0 = max(0, int(lr_window.col_off) - margin)
+        row0 = max(0, int(lr_window.row_off) - margin)
+        col1 = min(self.lr_width, int(lr_window.col_off + lr_window.width) + margin)
+        row1 = min(self.lr_height, int(lr_window.row_off + lr_window.height) + margin)
+        return Window(col0, row0, col1 - col0, row1 - row0)
+
 
 def output_grid(source: DatasetReader, scale: int) -> OutputGrid:
     """The HR grid of ``source`` at an integer ``scale`` >= 2 (pixel-only without a CRS)."""

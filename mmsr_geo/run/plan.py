@@ -24,7 +24,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ..aoi import read_aoi
 from ..checkpoints import work_dir_for
-from ..consistency import CONSISTENCY_MODES
+from ..consistency import check_consistency
 from ..errors import InputError, OutputExistsError, OverlapError
 from ..grid import OutputGrid
 from ..guide import AlignedGuide
@@ -201,11 +201,7 @@ def _check_output_side(request: UpscaleRequest, output: Path, preview: Path | No
         raise InputError(
             f"unknown --register {request.register!r}: choose one of {', '.join(REGISTER_MODES)}"
         )
-    if request.consistency not in CONSISTENCY_MODES:
-        raise InputError(
-            f"unknown --consistency {request.consistency!r}: choose one of "
-            f"{', '.join(CONSISTENCY_MODES)}"
-        )
+    check_consistency(request.consistency)
     if request.dtype not in DTYPES:
         raise InputError(
             f"unsupported output dtype {request.dtype!r}: choose one of {', '.join(DTYPES)}"

@@ -78,15 +78,6 @@ def with_margin(plan: RunPlan, job: TileJob | None, tile: Tile) -> TileJob | Non
     )
 
 
-def _grown(plan: RunPlan, window: Window, margin: int) -> Window:
-    """``window`` grown by ``margin`` source pixels on every side, inside the raster."""
-    grid = plan.grid
-    col0, row0 = max(0, int(window.col_off) - margin), max(0, int(window.row_off) - margin)
-    col1 = min(grid.lr_width, int(window.col_off + window.width) + margin)
-    row1 = min(grid.lr_height, int(window.row_off + window.height) + margin)
-    return Window(col0, row0, col1 - col0, row1 - row0)
-
-
 def tile_jobs(
     plan: RunPlan,
     stats: Normalisation,
@@ -105,7 +96,7 @@ def tile_jobs(
         job = None
         if plan.in_aoi(tile):
             if margin:
-                window = _grown(plan, tile.lr_window, margin)
+                window = plan.grid.grown(tile.lr_window, margin)
                 job = with_margin(plan, read_job(plan, stats, config, tile.index, window), tile)
             else:
                 job = read_job(plan, stats, config, tile.index, tile.lr_window)

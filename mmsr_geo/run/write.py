@@ -87,25 +87,21 @@ class _Blender:
         if not self.exact:
             return self._blended(window)
         grid, inputs, s = self._plan.grid, self._plan.inputs, self._plan.grid.scale
-        row0, col0 = int(window.row_off) // s, int(window.col_off) // s
-        row1 = -(-int(window.row_off + window.height) // s)
-        col1 = -(-int(window.col_off + window.width) // s)
-        top, left = max(0, row0 - HALO), max(0, col0 - HALO)
-        lr = Window(left, top, min(grid.lr_width, col1 + HALO) - left,
-                    min(grid.lr_height, row1 + HALO) - top)
-        grown = grid.hr_window(lr)
-        values, valid = self._blended(grown)
-        source, source_valid = read_band(inputs.source, inputs.band, lr)
+        lr = grid.lr_window(window)  # windows hold whole source pixels (see _blend_size)
+        context = grid.grown(lr, HALO)
+        values, valid = self._blended(grid.hr_window(context))
+        source, source_valid = read_band(inputs.source, inputs.band, context)
         projected = project_consistent(values, valid, source, source_valid, s)
-        r, c = int(window.row_off - grown.row_off), int(window.col_off - grown.col_off)
-        core = (slice(r, r + int(window.height)), slice(c, c + int(window.width)))
-        lr_core = (slice(row0 - top, row1 - top), slice(col0 - left, col1 - left))
+        r, c = int(lr.row_off - context.row_off), int(lr.col_off - context.col_off)
+        h, w = int(lr.height), int(lr.width)
+        lr_core = (slice(r, r + h), slice(c, c + w))
+        core = (slice(r * s, (r + h) * s), slice(c * s, (c + w) * s))
         self._source = (source[lr_core], source_valid[lr_core])
         return np.where(valid[core], projected[core], 0.0), valid[core]
 
     def check(self, stored: np.ndarray, valid: np.ndarray) -> None:
         """Fold the block error of the window just blended, as stored, into
-        :attr:`largest_error` (windows hold whole source pixels, see :func:`_blend_size`)."""
+        :attr:`largest_error`."""
         if self._source is None:
             return
         encoding = self._plan.encoding
