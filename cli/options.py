@@ -211,6 +211,14 @@ output_options = _group(
     ),
     consistency_option,
     click.option(
+        "--confidence",
+        is_flag=True,
+        help="Also write OUTPUT_confidence.tif, a per-pixel uncertainty band on the output's "
+        "grid in the source's units: the local |output - bicubic upsampling of the source|, "
+        "high where the guide moved the output far from interpolation, where errors "
+        "concentrate (README, 'Confidence band').",
+    ),
+    click.option(
         "--co",
         "creation_options",
         type=CREATION_OPTION,

@@ -89,7 +89,8 @@ def run_upscale(
             f"Wrote {report.output}: {count(report.tiles_total, 'tile')} "
             f"({report.tiles_fitted} fitted, {report.tiles_resumed} resumed, "
             f"{report.tiles_skipped} skipped) in {report.seconds:.1f} s on {report.device}, "
-            f"schedule {report.strategy}{gain}{rmse}",
+            f"schedule {report.strategy}{gain}{rmse}"
+            + (f"; uncertainty band {report.confidence}" if report.confidence else ""),
             err=True,
         )
 

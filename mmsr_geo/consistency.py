@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .degradation import average_pool
+from .degradation import average_pool, check_blocks
 from .errors import InputError
 
 CONSISTENCY_MODES = ("off", "exact")
@@ -67,10 +67,7 @@ def project_consistent(
 
     Returns float64 values, NaN where ``valid`` is False.
     """
-    s = int(scale)
-    h, w = source.shape
-    if values.shape != (h * s, w * s) or valid.shape != values.shape:
-        raise ValueError(f"output {values.shape} is not source {source.shape} x {s}")
+    s = check_blocks(values, valid, source, scale)
     held = _held(valid, source_valid, s)
     target = np.where(held, source, 0.0)
     out = np.where(valid, values, 0.0).astype(np.float64)

@@ -46,6 +46,16 @@ def centre_crop(
     return reference[window], guide[(slice(None), *window)]
 
 
+def check_blocks(values: np.ndarray, valid: np.ndarray, source: np.ndarray, scale: int) -> int:
+    """``scale`` as an int if the (H, W) ``values`` and ``valid`` are the (h, w) ``source``
+    times it (what the output-side steps take), else a ValueError (a caller's bug)."""
+    s = int(scale)
+    h, w = source.shape
+    if values.shape != (h * s, w * s) or valid.shape != values.shape:
+        raise ValueError(f"output {values.shape} is not source {source.shape} x {s}")
+    return s
+
+
 def average_pool(array: np.ndarray, scale: int) -> np.ndarray:
     """Mean over scale x scale blocks of (..., H, W) whose H and W are multiples of the scale
     (NaN in a block makes its mean NaN: use it to mark nodata)."""

@@ -109,6 +109,9 @@ class RunSettings:
     consistency: str = "off"
     """The output's projection onto the source (``exact`` or ``off``): decided after the
     tiles, so it is part of the output's identity, not of the tiles' checkpoints."""
+    confidence: bool = False
+    """Whether the uncertainty band is written beside the output (part of the output's
+    identity, like ``consistency``)."""
     raster_fit: tuple[tuple[str, int | None], ...] = ()
     """The raster-level training's settings as asked (crop size, crops per step, fine-tune
     iterations; None: the default)."""
@@ -152,6 +155,7 @@ class RunSettings:
             "creation_options": dict(self.creation_options),
             "cog": self.cog,
             **({"consistency": self.consistency} if self.consistency != "off" else {}),
+            **({"confidence": True} if self.confidence else {}),
         }
 
     def result_key(self) -> str:

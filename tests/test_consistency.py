@@ -32,6 +32,35 @@ def _dem() -> tuple[np.ndarray, dict]:
     return dem, profile
 
 
+def dem_with_hole(folder: Path) -> Path:
+    """The DEM window as a GeoTIFF with a 6 x 11 nodata hole (rows 10-15, columns 20-30)."""
+    dem, profile = _dem()
+    dem[10:16, 20:31] = profile["nodata"]
+    path = folder / "dem.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(dem, 1)
+    return path
+
+
+def pieced(function, values, valid, source, source_valid, s: int, step: int = 32) -> np.ndarray:
+    """``function(values, valid, source, source_valid, s)`` computed window by window, each
+    ``step`` source pixels read with HALO of context, the cores put together."""
+    out = np.full(values.shape, np.nan)
+    for r0 in range(0, source.shape[0], step):
+        for c0 in range(0, source.shape[1], step):
+            top, left = max(0, r0 - HALO), max(0, c0 - HALO)
+            bottom, right = r0 + step + HALO, c0 + step + HALO
+            part = function(
+                values[top * s : bottom * s, left * s : right * s],
+                valid[top * s : bottom * s, left * s : right * s],
+                source[top:bottom, left:right], source_valid[top:bottom, left:right], s,
+            )
+            rows = slice((r0 - top) * s, (r0 - top + step) * s)
+            cols = slice((c0 - left) * s, (c0 - left + step) * s)
+            out[r0 * s : (r0 + step) * s, c0 * s : (c0 + step) * s] = part[rows, cols]
+    return out
+
+
 def _steps(surface: np.ndarray, scale: int) -> tuple[float, float]:
     """Mean |step| along rows across block boundaries and inside blocks."""
     step = np.abs(np.diff(surface, axis=1))
@@ -55,20 +84,8 @@ def test_projection_is_exact_local_and_smooth() -> None:
     assert np.array_equal(np.isnan(whole), ~valid)
 
     # windows read with HALO source pixels of context give the whole raster's values
-    pieced = np.full_like(whole, np.nan)
-    for r0 in range(0, source.shape[0], 32):
-        for c0 in range(0, source.shape[1], 32):
-            top, left = max(0, r0 - HALO), max(0, c0 - HALO)
-            bottom, right = r0 + 32 + HALO, c0 + 32 + HALO
-            part = project_consistent(
-                prediction[top * s : bottom * s, left * s : right * s],
-                valid[top * s : bottom * s, left * s : right * s],
-                source[top:bottom, left:right], source_valid[top:bottom, left:right], s,
-            )
-            rows = slice((r0 - top) * s, (r0 - top + 32) * s)
-            cols = slice((c0 - left) * s, (c0 - left + 32) * s)
-            pieced[r0 * s : (r0 + 32) * s, c0 * s : (c0 + 32) * s] = part[rows, cols]
-    np.testing.assert_array_equal(pieced, whole)
+    windowed = pieced(project_consistent, prediction, valid, source, source_valid, s)
+    np.testing.assert_array_equal(windowed, whole)
 
     # the correction is spread smoothly: no steps at block boundaries (adding each block's
     # residual as a constant would make them several times the steps inside blocks)
@@ -89,11 +106,7 @@ def tiled_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One small, fast fit of a real DEM window with a nodata hole, written in 12 blocks
     from 12 tiles, with and without the projection."""
     folder = tmp_path_factory.mktemp("consistency")
-    dem, profile = _dem()
-    dem[10:16, 20:31] = profile["nodata"]
-    source = folder / "dem.tif"
-    with rasterio.open(source, "w", **profile) as dst:
-        dst.write(dem, 1)
+    source = dem_with_hole(folder)
     common = ["--guide", str(example_data() / "rmnp-rgb.tif"), "--scale", "4",
               "--iterations", "3", "--features", "8", "--schedule", "residual-cosine",
               "--fit", "tile", "--register", "off", "--tile-size", "32", "--overlap", "4",

@@ -280,6 +280,27 @@ def test_qgis_process_run_gives_the_promised_grid(tmp_path: Path, qgis_env) -> N
         assert (out.read(1)[:8, :8] == nodata).all()  # the source's nodata corner, x2
 
 
+def test_the_uncertainty_band_is_offered_and_styled(tmp_path: Path, qgis_env) -> None:
+    """CONFIDENCE=true: the band is a second result, written beside the output, and opens in
+    QGIS with its colour ramp from 0 (its .qml beside it); the output itself as without."""
+    source, guide, _ = pair(tmp_path)
+    env = {**qgis_env, "PATH": f"/usr/bin{os.pathsep}{sysconfig.get_path('scripts')}"}
+    output = tmp_path / "dem_x2.tif"
+    done = _upscale(env, INPUT=source, BAND=1, GUIDE=guide, SCALE=2, OUTPUT=output,
+                    CONFIDENCE="true")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(done.stdout)["results"]
+    band = tmp_path / "dem_x2_confidence.tif"
+    assert results["CONFIDENCE_OUTPUT"] == str(band)
+    assert (tmp_path / "dem_x2_confidence.qml").is_file()
+    facts = _helper(qgis_env, "raster_facts.py", str(band))
+    assert facts["valid"] and facts["renderer"] == "singlebandpseudocolor"
+    low, high = facts["classification"]
+    assert low == 0 and high > 0
+    assert facts["nodata"] == -9999.0
+    assert facts["size"] == _helper(qgis_env, "raster_facts.py", str(output))["size"]
+
+
 def test_qgis_process_reports_a_missing_command(tmp_path: Path, qgis_env) -> None:
     source, guide, _ = pair(tmp_path)
     env = {**qgis_env, "PATH": "/usr/bin:/bin"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from test_consistency import _dem
+from test_consistency import dem_with_hole
 from test_rmnp import example_data
 
 from mmsr_geo.errors import InputError, OutputExistsError
@@ -32,11 +32,7 @@ CLI_SETTINGS = ["--iterations", "3", "--schedule", "residual-cosine", "--fit", "
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """The DEM window (nodata hole) as a GeoTIFF, the real guide, and the CLI's output."""
     folder = tmp_path_factory.mktemp("xarray")
-    dem, profile = _dem()
-    dem[10:16, 20:31] = profile["nodata"]
-    source = folder / "dem.tif"
-    with rasterio.open(source, "w", **profile) as dst:
-        dst.write(dem, 1)
+    source = dem_with_hole(folder)
     guide = example_data() / "rmnp-rgb.tif"
     cli = folder / "cli_x4.tif"
     done = subprocess.run(

@@ -73,6 +73,8 @@ class UpscaleReport:
     registration: dict[str, Any] | None = None
     """With ``register="auto"``: the guide's estimated offset (output pixels and ground
     units) and whether it was corrected (:mod:`mmsr_geo.registration`)."""
+    confidence: Path | None = None
+    """The uncertainty band's GeoTIFF, when asked for."""
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -93,7 +95,8 @@ def execute(
     progress = progress or Progress()
     base = plan.schedule.base
     with OutputLock(plan.work_dir, plan.output):
-        for leftover in remove_leftovers(plan.output):
+        finals = [plan.output] + ([plan.confidence] if plan.confidence is not None else [])
+        for leftover in (found for final in finals for found in remove_leftovers(final)):
             log.info("removed %s, left by a run that was killed", leftover.name)
         checkpoints = TileCheckpoints(
             plan.work_dir, plan.settings.result_key(), plan.settings.result_fields()
@@ -181,6 +184,7 @@ def execute(
         fit_mode=fit.mode.name,
         network=None if network is None else network.fingerprint,
         registration=registration,
+        confidence=plan.confidence,
     )
     progress.end(report.as_dict())
     return report

@@ -24,6 +24,7 @@ from shapely.geometry.base import BaseGeometry
 
 from ..aoi import read_aoi
 from ..checkpoints import work_dir_for
+from ..confidence import CONFIDENCE_NODATA, confidence_path
 from ..consistency import check_consistency
 from ..errors import InputError, OutputExistsError, OverlapError
 from ..grid import OutputGrid
@@ -60,6 +61,8 @@ class RunPlan:
     request: UpscaleRequest
     output: Path
     preview: Path | None
+    confidence: Path | None
+    """The uncertainty band's GeoTIFF (None: not asked for)."""
     inputs: Inputs
     aoi: BaseGeometry | None
     """The AOI in the output CRS (None: everywhere)."""
@@ -71,6 +74,9 @@ class RunPlan:
     """The output's GTiff profile."""
     cog_options: Mapping[str, str] | None
     """The COG driver's options (None: a plain tiled GeoTIFF)."""
+    confidence_profiles: tuple[Mapping[str, Any], Mapping[str, str] | None] | None
+    """The uncertainty band's GTiff profile and COG options (float32, nodata
+    :data:`~mmsr_geo.confidence.CONFIDENCE_NODATA`, the output's creation options)."""
     _files: contextlib.ExitStack
 
     @property
@@ -111,10 +117,11 @@ def plan_run(request: UpscaleRequest) -> RunPlan:
     output = request.output_path()
     preview = Path(request.preview) if request.preview is not None else None
     schedule = Schedule.resolve(request.config, request.schedule, request.iterations)
-    _check_output_side(request, output, preview)
+    confidence = confidence_path(output) if request.confidence else None
+    _check_output_side(request, output, preview, confidence)
     files = contextlib.ExitStack()
     try:
-        return _plan(request, output, preview, schedule, files)
+        return _plan(request, output, preview, confidence, schedule, files)
     except BaseException:
         files.close()
         raise
@@ -124,6 +131,7 @@ def _plan(
     request: UpscaleRequest,
     output: Path,
     preview: Path | None,
+    confidence: Path | None,
     schedule: Schedule,
     files: contextlib.ExitStack,
 ) -> RunPlan:
@@ -163,24 +171,22 @@ def _plan(
         fit_mode=request.fit_mode,
         register=request.register,
         consistency=request.consistency,
+        confidence=request.confidence,
         raster_fit=(
             ("crop_size", request.crop_size),
             ("crops_per_step", request.crops_per_step),
             ("finetune", request.finetune),
         ),
     )
-    gtiff = gdal_creation_options(request.dtype, None if request.cog else request.creation_options)
-    profile = output_profile(grid, request.dtype, encoding.nodata, gtiff)
-    cog_options = (
-        gdal_creation_options(request.dtype, request.creation_options, cog=True)
-        if request.cog
-        else None
+    profile, cog_options = _profiles(request, grid, request.dtype, encoding.nodata)
+    confidence_profiles = (
+        _profiles(request, grid, "float32", CONFIDENCE_NODATA) if confidence is not None else None
     )
-    validate_profile(profile, cog_options)
     return RunPlan(
         request=request,
         output=output,
         preview=preview,
+        confidence=confidence,
         inputs=inputs,
         aoi=aoi,
         schedule=schedule,
@@ -189,13 +195,31 @@ def _plan(
         settings=settings,
         profile=profile,
         cog_options=cog_options,
+        confidence_profiles=confidence_profiles,
         _files=files,
     )
 
 
-def _check_output_side(request: UpscaleRequest, output: Path, preview: Path | None) -> None:
-    """The output type, output and preview names: local, known suffixes, folders that exist,
-    never an input; an existing preview only with ``overwrite``."""
+def _profiles(
+    request: UpscaleRequest, grid: OutputGrid, dtype: str, nodata: float
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """A written raster's GTiff profile and COG driver options (None: a plain tiled GeoTIFF)
+    from the request's creation options, checked."""
+    gtiff = gdal_creation_options(dtype, None if request.cog else request.creation_options)
+    profile = output_profile(grid, dtype, nodata, gtiff)
+    cog_options = (
+        gdal_creation_options(dtype, request.creation_options, cog=True) if request.cog else None
+    )
+    validate_profile(profile, cog_options)
+    return profile, cog_options
+
+
+def _check_output_side(
+    request: UpscaleRequest, output: Path, preview: Path | None, confidence: Path | None
+) -> None:
+    """The output type, output, preview and confidence names: local, known suffixes, folders
+    that exist, never an input; an existing preview or confidence band only with
+    ``overwrite``."""
     _check_fit_mode(request)
     if request.register not in REGISTER_MODES:
         raise InputError(
@@ -220,8 +244,13 @@ def _check_output_side(request: UpscaleRequest, output: Path, preview: Path | No
         _check_path_option(preview, "preview", PREVIEW_SUFFIXES)
         if any(_same_file(preview, p) for p in [*inputs, output]):
             raise InputError(f"the preview {preview} would overwrite an input or the output")
-        if os.path.lexists(preview) and not request.overwrite:
-            raise OutputExistsError(f"{_existing(preview)}: use --overwrite to replace it")
+    for what, path in (("preview", preview), ("confidence band", confidence)):
+        if path is None:
+            continue
+        if what == "confidence band" and any(_same_file(path, p) for p in inputs):
+            raise InputError(f"the {what} {path} would overwrite an input")
+        if os.path.lexists(path) and not request.overwrite:
+            raise OutputExistsError(f"{_existing(path)}: use --overwrite to replace it")
     for what, path in (("output", output), ("preview", preview)):
         if path is not None:
             _check_writable(path.parent, what)

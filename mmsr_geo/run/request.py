@@ -88,6 +88,10 @@ class UpscaleRequest:
     """``exact``: project the output so that every fully valid block averages to its source
     pixel (:mod:`mmsr_geo.consistency`); ``off``: the fit's output as it is."""
 
+    confidence: bool = False
+    """Also write the per-pixel uncertainty band (:mod:`mmsr_geo.confidence`) as
+    ``<output stem>_confidence.tif`` on the output's grid."""
+
     def output_path(self) -> Path:
         if self.output is not None:
             return Path(self.output)

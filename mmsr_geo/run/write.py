@@ -9,6 +9,7 @@ resumed run writes the very bytes of an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from rasterio.windows import Window, subdivide
 
 from ..blending import blend_block
 from ..checkpoints import TileCheckpoints, TileFacts
+from ..confidence import CONFIDENCE_NODATA, uncertainty
 from ..consistency import HALO, pooled_error, project_consistent
 from ..network_weights import NetworkWeights
 from ..progress import Progress
@@ -71,33 +73,43 @@ def _blend_size(tiles: TilePlan, block: int) -> int:
 
 
 class _Blender:
-    """Output values of one window: the tiles' weighted blend and, with ``--consistency
-    exact``, its projection onto the source (computed on the window grown by
-    :data:`~mmsr_geo.consistency.HALO` source pixels, so that every window gets exactly the
-    whole raster's values); records the largest |block mean - source| as stored."""
+    """Output values of one window: the tiles' weighted blend; with ``--consistency exact``
+    its projection onto the source, and with ``--confidence`` its uncertainty band (both
+    computed on the window grown by :data:`~mmsr_geo.consistency.HALO` source pixels, so that
+    every window gets exactly the whole raster's values); records the largest |block mean -
+    source| as stored."""
 
     def __init__(self, plan: RunPlan, cache: _TileCache, done: set[int]) -> None:
         self._plan, self._cache, self._done = plan, cache, done
         self._ramp = plan.tiles.overlap * plan.tiles.scale
         self.exact = plan.request.consistency == "exact"
+        self.confidence = plan.confidence is not None
         self.largest_error = 0.0
         self._source: tuple[np.ndarray, np.ndarray] | None = None
 
-    def blend(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        if not self.exact:
-            return self._blended(window)
+    def blend(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(values, valid, uncertainty band or None) of ``window``."""
+        if not (self.exact or self.confidence):
+            return (*self._blended(window), None)
         grid, inputs, s = self._plan.grid, self._plan.inputs, self._plan.grid.scale
         lr = grid.lr_window(window)  # windows hold whole source pixels (see _blend_size)
         context = grid.grown(lr, HALO)
         values, valid = self._blended(grid.hr_window(context))
         source, source_valid = read_band(inputs.source, inputs.band, context)
-        projected = project_consistent(values, valid, source, source_valid, s)
+        if self.exact:
+            values = project_consistent(values, valid, source, source_valid, s)
+        band = uncertainty(values, valid, source, source_valid, s) if self.confidence else None
         r, c = int(lr.row_off - context.row_off), int(lr.col_off - context.col_off)
         h, w = int(lr.height), int(lr.width)
         lr_core = (slice(r, r + h), slice(c, c + w))
         core = (slice(r * s, (r + h) * s), slice(c * s, (c + w) * s))
-        self._source = (source[lr_core], source_valid[lr_core])
-        return np.where(valid[core], projected[core], 0.0), valid[core]
+        if self.exact:
+            self._source = (source[lr_core], source_valid[lr_core])
+        return (
+            np.where(valid[core], values[core], 0.0),
+            valid[core],
+            None if band is None else band[core],
+        )
 
     def check(self, stored: np.ndarray, valid: np.ndarray) -> None:
         """Fold the block error of the window just blended, as stored, into
@@ -134,36 +146,90 @@ def write_output(
     cache = _TileCache(checkpoints)
     blender = _Blender(plan, cache, done)
     counts = EncodeCounts()
+    band_summary = _BandSummary()
     size = _blend_size(tiles, block)
     windows = subdivide(Window(0, 0, grid.width, grid.height), size, size)
-    with atomic_raster(
-        plan.output,
-        plan.profile,
-        overwrite=plan.request.overwrite,
-        cog=plan.request.cog,
-        cog_options=plan.cog_options,
-    ) as dst:
+    units = inputs.source.units[inputs.band - 1] if inputs.source.units else None
+    with contextlib.ExitStack() as files:  # the band is put in place first, the output last
+        dst = files.enter_context(
+            atomic_raster(
+                plan.output,
+                plan.profile,
+                overwrite=plan.request.overwrite,
+                cog=plan.request.cog,
+                cog_options=plan.cog_options,
+            )
+        )
+        band_dst = None
+        if plan.confidence is not None and plan.confidence_profiles is not None:
+            profile, cog_options = plan.confidence_profiles
+            band_dst = files.enter_context(
+                atomic_raster(
+                    plan.confidence,
+                    profile,
+                    overwrite=plan.request.overwrite,
+                    cog=plan.request.cog,
+                    cog_options=cog_options,
+                )
+            )
         for number, window in enumerate(windows, start=1):
-            values, valid = blender.blend(window)
+            values, valid, band = blender.blend(window)
             stored, block_counts = plan.encoding.encode(values, valid)
             blender.check(stored, valid)
             counts.add(block_counts)
             dst.write(stored, 1, window=window)
+            if band_dst is not None and band is not None:
+                band_summary.add(band)
+                band_dst.write(
+                    np.where(np.isfinite(band), band, CONFIDENCE_NODATA).astype(np.float32),
+                    1,
+                    window=window,
+                )
             progress.blocks_written(number, len(windows))
         consistency = _consistency_facts(blender, plan)
-        facts = run_facts(fit, network, cache.facts, registration, consistency)
-        dst.update_tags(**provenance_tags(plan.settings.record(), facts))
-        band = inputs.band
-        description = inputs.source.descriptions[band - 1] or f"band {band}"
+        confidence = band_summary.facts(plan) if band_dst is not None else None
+        facts = run_facts(fit, network, cache.facts, registration, consistency, confidence)
+        tags = provenance_tags(plan.settings.record(), facts)
+        dst.update_tags(**tags)
+        description = inputs.source.descriptions[inputs.band - 1] or f"band {inputs.band}"
         dst.set_band_description(1, f"{description} x{grid.scale} (MMSR)")
-        units = inputs.source.units[band - 1] if inputs.source.units else None
         if units:
             dst.set_band_unit(1, units)
         if (plan.encoding.scale, plan.encoding.offset) != (1.0, 0.0):
             dst.scales = (plan.encoding.scale,)
             dst.offsets = (plan.encoding.offset,)
+        if band_dst is not None:
+            band_dst.update_tags(**tags)
+            band_dst.set_band_description(
+                1, f"uncertainty of {plan.output.name}: local |output - bicubic| (MMSR)"
+            )
+            if units:
+                band_dst.set_band_unit(1, units)
     _report_counts(counts, plan.encoding)
     return cache.facts
+
+
+class _BandSummary:
+    """The uncertainty band's mean and largest value over the raster, block by block."""
+
+    def __init__(self) -> None:
+        self.total, self.count, self.largest = 0.0, 0, 0.0
+
+    def add(self, band: np.ndarray) -> None:
+        values = band[np.isfinite(band)]
+        if values.size:
+            self.total += float(values.sum())
+            self.count += int(values.size)
+            self.largest = max(self.largest, float(values.max()))
+
+    def facts(self, plan: RunPlan) -> dict[str, Any]:
+        assert plan.confidence is not None
+        return {
+            "file": plan.confidence.name,
+            "measure": "local mean |output - bicubic upsampling of the source|, source units",
+            "mean": self.total / self.count if self.count else None,
+            "max": self.largest,
+        }
 
 
 def run_facts(
@@ -172,13 +238,15 @@ def run_facts(
     tile_facts: dict[int, TileFacts],
     registration: dict[str, Any] | None = None,
     consistency: dict[str, Any] | None = None,
+    confidence: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Facts of the result for the ``MMSR_RUN`` tag: the strategy (and, when ``auto`` chose
     it, every candidate's score one scale down), devices, precisions, tiles with data, cycle
     RMSE, iterations used; for a raster-level or hybrid fit the mode, why, the training's
     budget and the network's fingerprint; with ``--register auto`` the guide's estimated
     offset and whether it was corrected; with ``--consistency exact`` the largest |block
-    mean - source| of the stored output.
+    mean - source| of the stored output; with ``--confidence`` the band's file, measure,
+    mean and largest value.
 
     Only what the result determines (no timings, no count of resumed tiles), so a resumed
     run writes the very bytes of an uninterrupted one.
@@ -205,6 +273,7 @@ def run_facts(
         **raster,
         **({"registration": registration} if registration is not None else {}),
         **({"consistency": consistency} if consistency is not None else {}),
+        **({"confidence": confidence} if confidence is not None else {}),
         "strategy": fit.strategy,
         "selection": fit.selection,
         "devices": sorted({f.device for f in facts if f.device}),

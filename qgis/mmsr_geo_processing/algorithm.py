@@ -19,9 +19,12 @@ import shlex
 from qgis.core import (
     QgsProcessing,
     QgsProcessingAlgorithm,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputRasterLayer,
     QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
@@ -45,6 +48,7 @@ from .command import (
     find_command,
 )
 from .runner import Canceled, RunFailed, run
+from .style import style_uncertainty
 
 HELP = f"""Super-resolves one band of a low-resolution raster (a DEM, DSM, thermal or depth \
 map) by an integer scale, guided by a high-resolution image (RGB, multispectral) that may be \
@@ -74,6 +78,8 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
     FIT_MODE = "FIT_MODE"
     REGISTER = "REGISTER"
     CONSISTENCY = "CONSISTENCY"
+    CONFIDENCE = "CONFIDENCE"
+    CONFIDENCE_OUTPUT = "CONFIDENCE_OUTPUT"
     ITERATIONS = "ITERATIONS"
     DEVICE = "DEVICE"
     AOI = "AOI"
@@ -162,6 +168,16 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.CONFIDENCE,
+                "Also write an uncertainty band (OUTPUT_confidence.tif beside the output, in "
+                "the source's units: high where the guide moved the output far from "
+                "interpolation, where errors concentrate; loaded with a colour ramp)",
+                False,
+            )
+        )
+        self.addOutput(QgsProcessingOutputRasterLayer(self.CONFIDENCE_OUTPUT, "Uncertainty band"))
+        self.addParameter(
             QgsProcessingParameterNumber(
                 self.ITERATIONS,
                 "Iterations per tile or of the raster training [default: the schedule's: "
@@ -224,7 +240,7 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
         argv = [*command, "upscale", *self._arguments(parameters, context, output)]
         feedback.pushCommandInfo(shlex.join(argv))
         try:
-            run(argv, feedback)
+            done = run(argv, feedback)
         except RunFailed as error:
             raise QgsProcessingException(str(error)) from None
         except Canceled as canceled:
@@ -236,7 +252,16 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
                 else "no tile was finished"
             )
             raise QgsProcessingException(f"Canceled: {kept}.") from None
-        return {self.OUTPUT: output}
+        results = {self.OUTPUT: output}
+        band = done.get("confidence")
+        if band:
+            style_uncertainty(band)
+            details = QgsProcessingContext.LayerDetails(
+                "Uncertainty (MMSR)", context.project(), self.CONFIDENCE_OUTPUT
+            )
+            context.addLayerToLoadOnCompletion(band, details)
+            results[self.CONFIDENCE_OUTPUT] = band
+        return results
 
     def _arguments(self, parameters, context, output):
         """The options of ``mmsr-geo upscale`` these parameters ask for."""
@@ -268,6 +293,8 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
             "json",
             "--overwrite",  # see the module docstring
         ]
+        if self.parameterAsBoolean(parameters, self.CONFIDENCE, context):
+            arguments.append("--confidence")
         band = self.parameterAsInt(parameters, self.BAND, context)
         if band > 0:
             arguments += ["--band", str(band)]

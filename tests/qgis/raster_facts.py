@@ -22,6 +22,12 @@ def facts(path):
         "size": [layer.width(), layer.height()],
         "bands": layer.bandCount(),
         "nodata": provider.sourceNoDataValue(1) if provider.sourceHasNoDataValue(1) else None,
+        # the style QGIS gave it on opening (a .qml beside the file is applied)
+        "renderer": layer.renderer().type(),
+        "classification": [
+            getattr(layer.renderer(), "classificationMin", lambda: None)(),
+            getattr(layer.renderer(), "classificationMax", lambda: None)(),
+        ],
     }
 
 
