@@ -11,8 +11,8 @@ other signals a band could be made of are scored beside it: the local cycle resi
 local relief (3 x 3 range, upsampled).
 
 The measure was chosen on the first three cases fitted (RMNP x2, x4, Middlebury 01_1 x4); the
-other Middlebury crops are held out. Fits are kept in ``benchmarks/.confidence/`` (ignored
-by git) so the scores can be recomputed without refitting.
+other Middlebury crops are held out. The fits are kept (``benchmarks/_fits.py``), so the
+scores can be recomputed without refitting.
 
     python benchmarks/confidence.py --write BENCHMARKS.md --figure benchmarks/confidence.png
 """
@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _fits import default_fit  # noqa: E402
 from _report import machine_description, write_section  # noqa: E402
 from consistency import pixel_size  # noqa: E402
 from quality import DEFAULT_MIDDLEBURY, Case, middlebury_cases, rmnp_cases  # noqa: E402
@@ -40,26 +41,10 @@ from quality import DEFAULT_MIDDLEBURY, Case, middlebury_cases, rmnp_cases  # no
 from mmsr_geo.confidence import uncertainty  # noqa: E402
 from mmsr_geo.consistency import project_consistent  # noqa: E402
 from mmsr_geo.degradation import average_pool  # noqa: E402
-from mmsr_geo.evaluation import run_protocol  # noqa: E402
 from mmsr_geo.preview import hillshade  # noqa: E402
 
-SAVED = ROOT / "benchmarks" / ".confidence"
 TUNING = ("rmnp/x2", "rmnp/x4", "01_1/x4")
 """The cases the measure was chosen on; the rest are held out."""
-
-
-def fitted(case: Case) -> dict[str, np.ndarray]:
-    """The default fit of ``case`` (consistency off), from the cache or fitted now."""
-    path = SAVED / f"{case.dataset}-{case.name}-x{case.scale}.npz"
-    if not path.exists():
-        SAVED.mkdir(exist_ok=True)
-        started = time.perf_counter()
-        run = run_protocol(case.reference, case.guide, case.scale, mask=case.mask,
-                           name=case.name, consistency="off")
-        np.savez_compressed(path, prediction=run.prediction, lr=run.lr,
-                            reference=run.reference, valid=run.valid, bicubic=run.bicubic,
-                            seconds=time.perf_counter() - started, strategy=run.strategy)
-    return dict(np.load(path))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -92,7 +77,7 @@ def scores(band: np.ndarray, error: np.ndarray) -> dict[str, float]:
 
 
 def measure(case: Case) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    fit = fitted(case)
+    fit = default_fit(case)
     s = case.scale
     prediction, lr, reference, valid = (fit[k] for k in ("prediction", "lr", "reference",
                                                          "valid"))

@@ -4,12 +4,13 @@ The band is the *local departure from interpolation*: the mean, over a window of
 source pixel, of |output - bicubic upsampling of the source|, in the source's units. Where the
 output stays close to a smooth interpolation of the source, little was taken from the guide
 and little can be wrong; where the guide moved it far (edges, ridges, texture the guide
-suggests), the errors concentrate. Measured against the true error on RMNP and Middlebury
-(BENCHMARKS.md, "Confidence"): it ranks pixels by |error| better than the local cycle
-residual, the projection's correction or the source's local relief, and its size is that of
-the error (mean |error| / mean band near 1). It is an indication, not an error bar: a guide
-edge that the terrain does not have raises it without any error, and an error the guide does
-not show (a smooth but wrong surface) leaves it low.
+suggests), the errors concentrate. Measured against the true error (BENCHMARKS.md,
+"Confidence band"): on 12 held-out Middlebury crops a Spearman correlation with |error| of
+0.72 on the mean, the least-confident 10 % of pixels holding 84 % of the squared error; on the
+RMNP DEM much less (0.29-0.32, the least-confident 10 % with 1.5-1.9x the mean error of the
+rest). Its size is about the error's (mean |error| / mean band 0.6-2.0). It is an indication,
+not an error bar: a guide edge that the terrain does not have raises it without any error,
+and an error the guide does not show (a smooth but wrong surface) leaves it low.
 
 Every step is local (the bicubic reaches two source pixels, the window half a source pixel),
 so a window read with the consistency stage's halo gives exactly the whole raster's band.
