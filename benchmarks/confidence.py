@@ -1,7 +1,8 @@
 """Does the uncertainty band (``--confidence``) say where the output is wrong?
 
 The paper's protocol (LR = average pooling of the reference): each case is fitted once with
-the default (``auto`` schedule, per-image fit, ``--register auto``), projected as
+the default (``auto`` schedule, per-image fit, ``--register auto``; ``--preset``, by default
+the tool's, remote-sensing, for every pair), projected as
 ``--consistency exact`` does, and the band of :func:`mmsr_geo.confidence.uncertainty` is
 compared per pixel with the true |error| of that output: the rank (Spearman) correlation,
 the mean |error| of the least-confident 10 % over that of the rest, the share of the squared
@@ -76,8 +77,8 @@ def scores(band: np.ndarray, error: np.ndarray) -> dict[str, float]:
     }
 
 
-def measure(case: Case) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    fit = default_fit(case)
+def measure(case: Case, preset: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    fit = default_fit(case, preset)
     s = case.scale
     prediction, lr, reference, valid = (fit[k] for k in ("prediction", "lr", "reference",
                                                          "valid"))
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--middlebury", type=Path, default=DEFAULT_MIDDLEBURY)
     parser.add_argument("--middlebury-limit", type=int, default=None)
     parser.add_argument("--crop", type=int, default=160, help="Middlebury centre crop (px)")
+    parser.add_argument("--preset", default="remote-sensing",
+                        help="the fits' preset for every pair ('' : each dataset's own)")
     parser.add_argument("--figure", type=Path, help="PNG: output, band and |error|")
     parser.add_argument("--figure-cases", default="rmnp/x4,01_1/x4")
     parser.add_argument("--write", type=Path, help="BENCHMARKS.md to update")
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                                args.middlebury, args.middlebury_limit, args.crop)]
     records, shown, costs = [], [], {}
     for case in cases:
-        record, arrays = measure(case)
+        record, arrays = measure(case, args.preset)
         records.append(record)
         costs.setdefault(case.scale, cost(arrays, case.scale))
         if record["case"] in args.figure_cases.split(","):
@@ -213,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         write_section(args.write, "confidence", "\n".join([
             "## Confidence band (`benchmarks/confidence.py`)",
             "",
-            "One default fit per pair (paper protocol; Middlebury: 160 x 160 centre crops), "
+            "One default fit per pair (paper protocol; Middlebury: 160 x 160 centre crops; "
+            f"preset {args.preset or 'of each dataset'}), "
             "projected as `--consistency exact` writes it; the band against the true |error| "
             "of that output, per pixel. A band that knew nothing would score Spearman 0, "
             "top-10 % / rest 1 and a 10 % share of the squared error. The measure was chosen "
