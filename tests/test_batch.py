@@ -225,9 +225,12 @@ def test_bad_pair_fails_alone_and_reruns_skip_finished_outputs(tmp_path: Path):
         overlap=2,
     )
 
-    def state(**changes) -> str:
+    def outcome(**changes) -> tuple[str, str]:
         with plan_run(dataclasses.replace(request, **changes)) as run:
-            return output_state(run)[0]
+            return output_state(run)[:2]
+
+    def state(**changes) -> str:
+        return outcome(**changes)[0]
 
     assert state() == "done"
     assert state(config=dataclasses.replace(same, device="auto")) == "done"  # device: a fact
@@ -235,3 +238,12 @@ def test_bad_pair_fails_alone_and_reruns_skip_finished_outputs(tmp_path: Path):
     assert state(overlap=3) == "other"
     assert state(scale=4) == "other"
     assert state(cog=True) == "other"
+    assert state(confidence=True) == "other"  # the band is part of the output's identity
+
+    # with --confidence a pair is done only when its band is there too
+    banded = run_cli("batch", *goods, "-o", str(out), "--overwrite", "--confidence", *FAST)
+    assert banded.returncode == 0, banded.stderr
+    (out / "JAX_001_001_DSM_x2_confidence.tif").unlink()
+    assert state(confidence=False) == "other"  # made with the band: another request
+    found, message = outcome(confidence=True)
+    assert found == "other" and "uncertainty band" in message and "does not" in message

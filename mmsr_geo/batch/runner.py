@@ -212,6 +212,11 @@ def output_state(plan: RunPlan) -> tuple[str, str, dict[str, Any]]:
         ), {}
     settings = plan.settings
     if recorded.get("output_key") == settings.output_key():
+        if plan.confidence is not None and not plan.confidence.exists():
+            return "other", (
+                f"{plan.output.name} exists but its uncertainty band {plan.confidence.name} "
+                "does not: kept; use --overwrite to redo both"
+            ), facts or {}
         return "done", "", facts or {}
     changes = describe_changes(recorded, settings.output_fields())
     return "other", (
