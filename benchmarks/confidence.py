@@ -193,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", type=Path, help="PNG: output, band and |error|")
     parser.add_argument("--figure-cases", default="rmnp/x4,01_1/x4")
     parser.add_argument("--write", type=Path, help="BENCHMARKS.md to update")
+    parser.add_argument("--section", default="confidence",
+                        help="the BENCHMARKS.md section to write (one per preset run)")
     parser.add_argument("--note", default="")
     args = parser.parse_args(argv)
     cases = [*rmnp_cases([int(v) for v in args.rmnp_scales.split(",")]),
@@ -213,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.figure and shown:
         figure(args.figure, shown)
     if args.write:
-        write_section(args.write, "confidence", "\n".join([
-            "## Confidence band (`benchmarks/confidence.py`)",
+        preset = args.preset or "of each dataset"
+        title = "" if args.section == "confidence" else f", preset {preset}"
+        write_section(args.write, args.section, "\n".join([
+            f"## Confidence band (`benchmarks/confidence.py`){title}",
             "",
             "One default fit per pair (paper protocol; Middlebury: 160 x 160 centre crops; "
             f"preset {args.preset or 'of each dataset'}), "
