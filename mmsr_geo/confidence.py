@@ -8,7 +8,7 @@ suggests), the errors concentrate. Measured against the true error (BENCHMARKS.m
 "Confidence band"): on 12 held-out Middlebury crops a Spearman correlation with |error| of
 0.72 on the mean, the least-confident 10 % of pixels holding 84 % of the squared error; on the
 RMNP DEM much less (0.29-0.32, the least-confident 10 % with 1.5-1.9x the mean error of the
-rest). Its size is about the error's (mean |error| / mean band 0.6-2.0). It is an indication,
+rest). Its size is of the error's order (mean |error| / mean band 0.36-2.0). It is an indication,
 not an error bar: a guide edge that the terrain does not have raises it without any error,
 and an error the guide does not show (a smooth but wrong surface) leaves it low.
 
