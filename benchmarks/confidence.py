@@ -12,7 +12,7 @@ other signals a band could be made of are scored beside it: the local cycle resi
 local relief (3 x 3 range, upsampled).
 
 The measure was chosen on the first three cases fitted (RMNP x2, x4, Middlebury 01_1 x4); the
-other Middlebury crops are held out. The fits are kept (``benchmarks/_fits.py``), so the
+other Middlebury crops are held out. The fits are kept (``quality.default_fit``), so the
 scores can be recomputed without refitting.
 
     python benchmarks/confidence.py --write BENCHMARKS.md --figure benchmarks/confidence.png
@@ -34,10 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _fits import default_fit  # noqa: E402
 from _report import machine_description, write_section  # noqa: E402
 from consistency import pixel_size  # noqa: E402
-from quality import DEFAULT_MIDDLEBURY, Case, middlebury_cases, rmnp_cases  # noqa: E402
+from quality import (  # noqa: E402
+    DEFAULT_MIDDLEBURY,
+    Case,
+    default_fit,
+    middlebury_cases,
+    rmnp_cases,
+)
 
 from mmsr_geo.confidence import uncertainty  # noqa: E402
 from mmsr_geo.consistency import project_consistent  # noqa: E402
