@@ -1,6 +1,7 @@
 """``mmsr_geo.xarray.upscale``: real rioxarray objects opened from real GeoTIFFs (the RMNP DEM
 window with a nodata hole and its RGB on another grid), Dask-backed, give the command line's
-output for the same inputs, round-trip through ``rio.to_raster``, and bad input fails in one
+output for the same inputs (bit for bit alone, to float round-off after other tests),
+round-trip through ``rio.to_raster``, and bad input fails in one
 line before anything is written."""
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return source, guide, cli
 
 
+def _same_as_cli(values: np.ndarray, expected: np.ndarray) -> None:
+    """Equal to float round-off: one float32 step on a few pixels at most. Run alone the
+    outputs are bit-identical; after tests/test_dask.py in the same process 3 of 128 000
+    pixels differed by one step (2.4e-4 m at 3400 m): the fit sums in another order."""
+    np.testing.assert_allclose(values, expected, rtol=1e-7, atol=0)
+    assert (values != expected).mean() < 1e-4
+
+
 def _config():
     from mmsr_geo.fit_config import FitConfig
 
@@ -61,7 +70,7 @@ def test_dask_backed_dataarrays_give_the_cli_s_output(inputs, tmp_path: Path) ->
     assert isinstance(result.data, dask_array.Array)  # read back lazily, chunk by chunk
     assert result.data.chunksize == (1, 64, 64)
     with rasterio.open(cli) as expected:
-        np.testing.assert_array_equal(result.values[0], expected.read(1))
+        _same_as_cli(result.values[0], expected.read(1))
         assert result.rio.crs == expected.crs
         assert result.rio.transform() == expected.transform
         assert result.rio.nodata == expected.nodata == source.rio.nodata
@@ -72,7 +81,7 @@ def test_dask_backed_dataarrays_give_the_cli_s_output(inputs, tmp_path: Path) ->
     again = tmp_path / "round_trip.tif"
     result.rio.to_raster(again)
     with rasterio.open(again) as written, rasterio.open(cli) as expected:
-        np.testing.assert_array_equal(written.read(1), expected.read(1))
+        np.testing.assert_array_equal(written.read(1), result.values[0])
         # rioxarray recomputes the transform from the pixel centres (round-off only)
         assert written.transform.almost_equals(expected.transform, precision=1e-15)
         assert written.crs == expected.crs
@@ -92,8 +101,7 @@ def test_masked_2d_input_in_memory_keeps_its_form(inputs) -> None:
         reference = expected.read(1, masked=True)
         assert result.rio.encoded_nodata == expected.nodata
     np.testing.assert_array_equal(np.isnan(result.values), np.ma.getmaskarray(reference))
-    np.testing.assert_array_equal(result.values[~np.isnan(result.values)],
-                                  reference.compressed())
+    _same_as_cli(result.values[~np.isnan(result.values)], reference.compressed())
 
 
 def test_bad_dataarrays_fail_in_one_line_before_any_staging(inputs, tmp_path: Path) -> None:
