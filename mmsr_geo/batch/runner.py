@@ -212,9 +212,9 @@ def output_state(plan: RunPlan) -> tuple[str, str, dict[str, Any]]:
         ), {}
     settings = plan.settings
     if recorded.get("output_key") == settings.output_key():
-        if plan.confidence is not None and not plan.confidence.exists():
+        if plan.confidence is not None and not plan.confidence.path.exists():
             return "other", (
-                f"{plan.output.name} exists but its uncertainty band {plan.confidence.name} "
+                f"{plan.output.name} exists but its uncertainty band {plan.confidence.path.name} "
                 "does not: kept; use --overwrite to redo both"
             ), facts or {}
         return "done", "", facts or {}

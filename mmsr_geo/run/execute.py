@@ -95,7 +95,7 @@ def execute(
     progress = progress or Progress()
     base = plan.schedule.base
     with OutputLock(plan.work_dir, plan.output):
-        finals = [plan.output] + ([plan.confidence] if plan.confidence is not None else [])
+        finals = [plan.output] + ([plan.confidence.path] if plan.confidence is not None else [])
         for leftover in (found for final in finals for found in remove_leftovers(final)):
             log.info("removed %s, left by a run that was killed", leftover.name)
         checkpoints = TileCheckpoints(
@@ -184,7 +184,7 @@ def execute(
         fit_mode=fit.mode.name,
         network=None if network is None else network.fingerprint,
         registration=registration,
-        confidence=plan.confidence,
+        confidence=plan.confidence.path if plan.confidence is not None else None,
     )
     progress.end(report.as_dict())
     return report

@@ -52,6 +52,16 @@ PREVIEW_SUFFIXES = (".png",)
 
 
 @dataclass(frozen=True)
+class BandOutput:
+    """The uncertainty band's GeoTIFF (``--confidence``): where, and how it is written (float32,
+    nodata :data:`~mmsr_geo.confidence.CONFIDENCE_NODATA`, the output's creation options)."""
+
+    path: Path
+    profile: Mapping[str, Any]
+    cog_options: Mapping[str, str] | None
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """A validated request with its inputs open: everything the later stages share.
 
@@ -61,7 +71,7 @@ class RunPlan:
     request: UpscaleRequest
     output: Path
     preview: Path | None
-    confidence: Path | None
+    confidence: BandOutput | None
     """The uncertainty band's GeoTIFF (None: not asked for)."""
     inputs: Inputs
     aoi: BaseGeometry | None
@@ -74,9 +84,6 @@ class RunPlan:
     """The output's GTiff profile."""
     cog_options: Mapping[str, str] | None
     """The COG driver's options (None: a plain tiled GeoTIFF)."""
-    confidence_profiles: tuple[Mapping[str, Any], Mapping[str, str] | None] | None
-    """The uncertainty band's GTiff profile and COG options (float32, nodata
-    :data:`~mmsr_geo.confidence.CONFIDENCE_NODATA`, the output's creation options)."""
     _files: contextlib.ExitStack
 
     @property
@@ -179,14 +186,16 @@ def _plan(
         ),
     )
     profile, cog_options = _profiles(request, grid, request.dtype, encoding.nodata)
-    confidence_profiles = (
-        _profiles(request, grid, "float32", CONFIDENCE_NODATA) if confidence is not None else None
+    band = (
+        BandOutput(confidence, *_profiles(request, grid, "float32", CONFIDENCE_NODATA))
+        if confidence is not None
+        else None
     )
     return RunPlan(
         request=request,
         output=output,
         preview=preview,
-        confidence=confidence,
+        confidence=band,
         inputs=inputs,
         aoi=aoi,
         schedule=schedule,
@@ -195,7 +204,6 @@ def _plan(
         settings=settings,
         profile=profile,
         cog_options=cog_options,
-        confidence_profiles=confidence_profiles,
         _files=files,
     )
 

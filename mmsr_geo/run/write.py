@@ -161,15 +161,14 @@ def write_output(
             )
         )
         band_dst = None
-        if plan.confidence is not None and plan.confidence_profiles is not None:
-            profile, cog_options = plan.confidence_profiles
+        if plan.confidence is not None:
             band_dst = files.enter_context(
                 atomic_raster(
-                    plan.confidence,
-                    profile,
+                    plan.confidence.path,
+                    plan.confidence.profile,
                     overwrite=plan.request.overwrite,
                     cog=plan.request.cog,
-                    cog_options=cog_options,
+                    cog_options=plan.confidence.cog_options,
                 )
             )
         for number, window in enumerate(windows, start=1):
@@ -187,7 +186,9 @@ def write_output(
                 )
             progress.blocks_written(number, len(windows))
         consistency = _consistency_facts(blender, plan)
-        confidence = band_summary.facts(plan) if band_dst is not None else None
+        confidence = (
+            band_summary.facts(plan.confidence.path.name) if plan.confidence is not None else None
+        )
         facts = run_facts(fit, network, cache.facts, registration, consistency, confidence)
         tags = provenance_tags(plan.settings.record(), facts)
         dst.update_tags(**tags)
@@ -222,10 +223,9 @@ class _BandSummary:
             self.count += int(values.size)
             self.largest = max(self.largest, float(values.max()))
 
-    def facts(self, plan: RunPlan) -> dict[str, Any]:
-        assert plan.confidence is not None
+    def facts(self, file_name: str) -> dict[str, Any]:
         return {
-            "file": plan.confidence.name,
+            "file": file_name,
             "measure": "local mean |output - bicubic upsampling of the source|, source units",
             "mean": self.total / self.count if self.count else None,
             "max": self.largest,
