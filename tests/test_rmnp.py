@@ -41,7 +41,9 @@ def test_rmnp_dem_with_rgb_on_another_grid(tmp_path: Path) -> None:
             "-o",
             str(output),
             "--iterations",
-            "40",
+            "10",
+            "--schedule",
+            "residual-cosine",
             "--features",
             "8",
             "--tile-size",
@@ -68,7 +70,8 @@ def test_rmnp_dem_with_rgb_on_another_grid(tmp_path: Path) -> None:
         # average-pooling the output gives the DEM back: the grids line up and the fit works
         pooled = sr.filled(np.nan).reshape(src.height, 2, src.width, 2).mean(axis=(1, 3))
         both = np.isfinite(pooled)
-        # (40 iterations of an 8-feature network: far from converged, hence loose bounds)
+        # (10 iterations of an 8-feature network from the bicubic start, then the exact
+        # projection: loose bounds, it is the grids and I/O that are tested here)
         assert np.corrcoef(pooled[both], dem[both])[0, 1] > 0.9
         assert np.mean(np.abs(pooled[both] - dem[both])) < 0.1 * (dem.max() - dem.min())
         tags = out.tags()
