@@ -21,7 +21,7 @@ paper's 1000-iteration fit of the whole image from ``quality.jsonl`` where it wa
 
     python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --resume \\
         --datasets rmnp,synthetic,middlebury --middlebury-limit 4 --write BENCHMARKS.md
-    python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --resume \
+    python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --resume \\
         --datasets mosaic --modes raster,hybrid,tile --write BENCHMARKS.md
     python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --tables-only \\
         --write BENCHMARKS.md
@@ -77,11 +77,9 @@ def middlebury_mosaic(data: Path, side: int = 3, crop: int = 240,
     names = middlebury_names(data)[: side * side]
     crops = [centre_crop(reference, guide, crop)
              for _, reference, guide in load_middlebury_dir(data, names)]
-    rows = [(np.hstack([r for r, _ in crops[i:i + side]]),
-             np.concatenate([g for _, g in crops[i:i + side]], axis=2))
-            for i in range(0, len(crops), side)]
-    reference = np.vstack([r for r, _ in rows])
-    guide = np.concatenate([g for _, g in rows], axis=1)
+    grid = [crops[i:i + side] for i in range(0, len(crops), side)]
+    reference = np.block([[r for r, _ in row] for row in grid])
+    guide = np.block([[g for _, g in row] for row in grid])  # (C, H, W): tiled over H, W
     name = f"mosaic-{side}x{side}-{crop}-{preset}"
     return [Case("middlebury", name, 4, reference, guide, np.ones(reference.shape, bool),
                  preset)]
