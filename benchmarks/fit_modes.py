@@ -18,11 +18,16 @@ tiles a side), one run at a time. Every run is a line of the JSON-lines log (``-
 skips what it holds); the table gives the RMSE of each mode, the change against the per-tile
 fit, and the CPU seconds of the process (``time.process_time``), beside bicubic and the
 paper's 1000-iteration fit of the whole image from ``quality.jsonl`` where it was logged.
+With ``--work`` a run's files stay in a folder of their own, so a run stopped with Ctrl-C
+(a per-tile mosaic run outlasts a session) goes on from its checkpointed tiles when the command
+is run again; its time is then the sum over its processes, and the table says how much of it
+may be work that no checkpoint kept.
 
     python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --resume \\
         --datasets rmnp,synthetic,middlebury --middlebury-limit 4 --write BENCHMARKS.md
     python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --resume \\
-        --datasets mosaic --modes raster,hybrid,tile --write BENCHMARKS.md
+        --datasets mosaic --modes raster,hybrid,tile --work benchmarks/.fits/fit_modes \\
+        --write BENCHMARKS.md
     python benchmarks/fit_modes.py --log benchmarks/fit_modes.jsonl --tables-only \\
         --write BENCHMARKS.md
 """
@@ -53,6 +58,7 @@ from quality import (  # noqa: E402
     synthetic_cases,
 )
 
+from mmsr_geo.checkpoints import work_dir_for  # noqa: E402
 from mmsr_geo.degradation import centre_crop  # noqa: E402
 from mmsr_geo.fit_config import FitConfig  # noqa: E402
 from mmsr_geo.loaders import load_middlebury_dir, middlebury_names  # noqa: E402
@@ -117,11 +123,18 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
     size, overlap = tile_size_for(case)
     output = folder / f"{mode}.tif"
     config = FitConfig.from_preset(case.preset, device="cpu")
+    earlier = _segments(folder, mode)
     wall, cpu = time.perf_counter(), time.process_time()
-    report = upscale_raster(
-        lr_path, guide_path, output, scale=case.scale, config=config, schedule="auto",
-        fit_mode=mode, tile_size=size, overlap=overlap, overwrite=True,
-    )
+    before = _tiles_done(output)
+    try:
+        report = upscale_raster(
+            lr_path, guide_path, output, scale=case.scale, config=config, schedule="auto",
+            fit_mode=mode, tile_size=size, overlap=overlap, overwrite=True,
+        )
+    except KeyboardInterrupt:  # a long run stopped to go on later (--work): log its cost
+        _add_segment(folder, mode, time.perf_counter() - wall, time.process_time() - cpu,
+                     before, _tiles_done(output))
+        raise
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     with rasterio.open(output) as src:
         predicted = src.read(1, masked=True)
@@ -135,8 +148,10 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
         "mode": mode,
         "rmse": rmse(predicted.filled(np.nan), reference, scored),
         "bicubic": bicubic_rmse(case),
-        "seconds": wall,
-        "cpu_seconds": cpu,
+        "seconds": wall + sum(s["seconds"] for s in earlier),
+        "cpu_seconds": cpu + sum(s["cpu_seconds"] for s in earlier),
+        "processes": 1 + len(earlier),
+        "lost_cpu_bound": sum(_lost_bound(s) for s in earlier),
         "tiles": len(plan),
         "tile_size": size,
         "overlap": overlap,
@@ -144,6 +159,32 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
         "network": report.network,
         "shape": list(reference.shape),
     }
+
+
+def _tiles_done(output: Path) -> int:
+    return len(list(work_dir_for(output).glob("tile_*.npz")))
+
+
+def _segments(folder: Path, mode: str) -> list[dict[str, Any]]:
+    """What earlier, interrupted processes of this run spent (``--work`` keeps them)."""
+    path = folder / f"{mode}.segments.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _add_segment(folder: Path, mode: str, seconds: float, cpu_seconds: float, before: int,
+                 after: int) -> None:
+    record = {"seconds": seconds, "cpu_seconds": cpu_seconds, "tiles_before": before,
+              "tiles_after": after}
+    print(f"interrupted: {json.dumps(record)}", file=sys.stderr)
+    with (folder / f"{mode}.segments.jsonl").open("a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def _lost_bound(segment: dict[str, Any]) -> float:
+    """CPU an interrupted process spent on work no checkpoint kept: at most what one of its
+    finished tiles cost on average (or all of it when it finished none)."""
+    finished = segment["tiles_after"] - segment["tiles_before"]
+    return segment["cpu_seconds"] / max(1, finished)
 
 
 def paper_rmse() -> dict[tuple, float]:
@@ -186,6 +227,13 @@ def table(records: list[dict[str, Any]]) -> str:
             f"{'-' if p is None else f'{p:.3f}'} | {cells['tile']} | {cells['raster']} | "
             f"{versus['raster']} | {cells['hybrid']} | {versus['hybrid']} | {seconds} |"
         )
+    resumed = [r for r in runs.values() if r.get("processes", 1) > 1]
+    lines += [""] * bool(resumed) + [
+        f"- {r['name']} x{r['scale']} {r['mode']}: run in {r['processes']} processes (stopped "
+        f"and resumed); up to {r['lost_cpu_bound']:.0f} of its {r['cpu_seconds']:.0f} CPU s "
+        "may be work lost at a stop."
+        for r in sorted(resumed, key=lambda r: (r["name"], r["mode"]))
+    ]
     return "\n".join(lines)
 
 
@@ -200,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-count", type=int, default=2)
     parser.add_argument("--mosaic-preset", default="remote-sensing",
                         help="preset of the Middlebury mosaic (16 default tiles at x4)")
+    parser.add_argument("--work", type=Path,
+                        help="keep each run's files here (not a temporary folder), so that an "
+                        "interrupted run (Ctrl-C) goes on where it stopped when run again")
     parser.add_argument("--write", type=Path, help="BENCHMARKS.md to update")
     parser.add_argument("--note", default="", help="a sentence on the runs for the report")
     parser.add_argument("--tables-only", action="store_true", help="write the log's table")
@@ -227,8 +278,13 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 if (case.dataset, case.name, case.scale, mode) in done:
                     continue
-                with tempfile.TemporaryDirectory() as tmp:
-                    record = run_mode(case, mode, Path(tmp))
+                if args.work is not None:
+                    folder = args.work / f"{case.name}-x{case.scale}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    record = run_mode(case, mode, folder)
+                else:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        record = run_mode(case, mode, Path(tmp))
                 print(json.dumps(record), flush=True)
                 with args.log.open("a") as log:
                     log.write(json.dumps(record) + "\n")
