@@ -138,6 +138,7 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     with rasterio.open(output) as src:
         predicted = src.read(1, masked=True)
+        facts = json.loads(src.tags()["MMSR_RUN"])
     scored = mask & ~np.ma.getmaskarray(predicted)
     plan = plan_tiles(reference.shape[1] // case.scale, reference.shape[0] // case.scale,
                       case.scale, size, overlap)
@@ -157,6 +158,7 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
         "overlap": overlap,
         "strategy": report.strategy,
         "network": report.network,
+        "network_check": facts.get("raster_fit", {}).get("network_check"),
         "shape": list(reference.shape),
     }
 
@@ -212,7 +214,11 @@ def table(records: list[dict[str, Any]]) -> str:
     for key in cases:
         got = {m: runs.get((*key, m)) for m in MODES}
         first = next(r for r in got.values() if r is not None)
-        cells = {m: "-" if got[m] is None else f"{got[m]['rmse']:.3f}" for m in MODES}
+        cells = {
+            m: "-" if got[m] is None else f"{got[m]['rmse']:.3f}"
+            + ("" if got[m]["strategy"] == first["strategy"] else f" ({got[m]['strategy']})")
+            for m in MODES
+        }
         versus = {
             m: "-" if got[m] is None or got["tile"] is None
             else f"{100 * (got[m]['rmse'] / got['tile']['rmse'] - 1):+.1f} %"
@@ -241,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--log", type=Path, default=Path("fit_modes.jsonl"))
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--redo", action="store_true",
+                        help="with --resume, run the modes asked for again even where the log "
+                        "holds them (the table shows the latest run of each)")
     parser.add_argument("--datasets", default="rmnp,synthetic,middlebury")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--middlebury", type=Path, default=DEFAULT_MIDDLEBURY)
@@ -258,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tables_only:
         args.datasets, args.resume = "", True
     done = set()
-    if args.resume and args.log.exists():
+    if args.resume and args.log.exists() and not args.redo:
         done = {
             (r["dataset"], r["name"], r["scale"], r["mode"])
             for r in map(json.loads, args.log.read_text().splitlines())
