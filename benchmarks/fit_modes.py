@@ -138,7 +138,6 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     with rasterio.open(output) as src:
         predicted = src.read(1, masked=True)
-        facts = json.loads(src.tags()["MMSR_RUN"])
     scored = mask & ~np.ma.getmaskarray(predicted)
     plan = plan_tiles(reference.shape[1] // case.scale, reference.shape[0] // case.scale,
                       case.scale, size, overlap)
@@ -158,7 +157,6 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
         "overlap": overlap,
         "strategy": report.strategy,
         "network": report.network,
-        "network_check": facts.get("raster_fit", {}).get("network_check"),
         "shape": list(reference.shape),
     }
 
@@ -315,9 +313,11 @@ def _section(table_text: str, machine: str, note: str) -> str:
         "protocol through the real run (`upscale_raster`, schedule `auto`, tiles blended): "
         "RMSE against the reference over its valid pixels, CPU seconds of the process. "
         "Tiles: the largest tile size (at most the default) that cuts the image into 2 or "
-        "more tiles a side; schedule: what `auto` chose for the raster. Raster and hybrid: "
-        "one network trained for 3x the schedule's iterations on 2 crops a step of about "
-        "96 x 96 output pixels; hybrid then fine-tunes every tile for a tenth of the "
+        "more tiles a side (the mosaic: 3 x 3 centre crops of 240 pixels of the first nine "
+        "Middlebury pairs, 720 x 720, the default 64-pixel tiles); schedule: what `auto` "
+        "chose for the raster (in brackets a run's own where it differs). Raster and "
+        "hybrid: one network trained for 3x the schedule's iterations on 2 crops a step of "
+        "about 96 x 96 output pixels; hybrid then fine-tunes every tile for a tenth of the "
         f"iterations. {note}".rstrip(),
         "",
         table_text,

@@ -70,65 +70,6 @@ def gain_words(gain: float | None) -> str:
     return f"about {-percent}% above bicubic (worse)"
 
 
-@dataclass(frozen=True)
-class PooledPair:
-    """A pair average-pooled by the scale once more; the source it came from is the
-    reference a super-resolution of it is scored against."""
-
-    reference: np.ndarray
-    """(h, w) float64 source, NaN where not valid (cropped to a multiple of the scale)."""
-    valid: np.ndarray
-    """(h, w) bool: reference pixels that are scored."""
-    source: np.ndarray
-    """(h / scale, w / scale) pooled source, 0 where not valid."""
-    source_valid: np.ndarray
-    guide: np.ndarray
-    """(C, h, w) float32 pooled guide."""
-    scale: int
-
-    @property
-    def source_mask(self) -> np.ndarray | None:
-        return None if self.source_valid.all() else self.source_valid
-
-    def score(self, prediction: np.ndarray) -> float:
-        """RMSE of a prediction (h, w) against the reference, over its valid pixels."""
-        return rmse(prediction, self.reference, self.valid)
-
-    def bicubic_rmse(self) -> float:
-        return self.score(
-            bicubic_upsample(fill_invalid(self.source, self.source_valid), self.scale)
-        )
-
-
-def pooled_pair(
-    source: np.ndarray, guide: np.ndarray, scale: int, mask: np.ndarray | None = None
-) -> PooledPair | None:
-    """``source`` and ``guide`` pooled by ``scale`` once more, or None when the pooled pair
-    would be smaller than :data:`MIN_SIDE` pixels a side (nothing sensible to validate on)."""
-    h, w = source.shape
-    h2, w2 = (h // scale) * scale, (w // scale) * scale
-    if min(h2, w2) // scale < MIN_SIDE:
-        return None
-    valid = np.ones((h, w), bool) if mask is None else np.asarray(mask, bool)
-    reference = np.where(valid, source, np.nan)[:h2, :w2].astype(np.float64)
-    valid = valid[:h2, :w2]
-    small = average_pool(reference, scale)
-    small_valid = np.isfinite(small)
-    if small_valid.sum() < MIN_SIDE * MIN_SIDE:
-        return None
-    small_guide = average_pool(
-        np.asarray(guide, np.float64)[:, : h2 * scale, : w2 * scale], scale
-    )
-    return PooledPair(
-        reference=reference,
-        valid=valid,
-        source=np.where(small_valid, small, 0.0),
-        source_valid=small_valid,
-        guide=small_guide.astype(np.float32),
-        scale=scale,
-    )
-
-
 def self_validate(
     source: np.ndarray,
     guide: np.ndarray,
@@ -154,16 +95,35 @@ def self_validate(
     Returns None when the pooled pair would be smaller than :data:`MIN_SIDE` pixels a side
     (nothing sensible to validate on).
     """
-    pooled = pooled_pair(source, guide, scale, mask)
-    if pooled is None:
+    h, w = source.shape
+    h2, w2 = (h // scale) * scale, (w // scale) * scale
+    if min(h2, w2) // scale < MIN_SIDE:
         return None
-    scores = {"bicubic": pooled.bicubic_rmse()}
+    valid = np.ones((h, w), bool) if mask is None else np.asarray(mask, bool)
+    reference = np.where(valid, source, np.nan)[:h2, :w2].astype(np.float64)
+    valid = valid[:h2, :w2]
+    small = average_pool(reference, scale)
+    small_valid = np.isfinite(small)
+    if small_valid.sum() < MIN_SIDE * MIN_SIDE:
+        return None
+    small_guide = average_pool(
+        np.asarray(guide, np.float64)[:, : h2 * scale, : w2 * scale], scale
+    )
+    small = np.where(small_valid, small, 0.0)
+    scores: dict[str, float] = {}
+    filled = fill_invalid(small, small_valid)
+    scores["bicubic"] = rmse(bicubic_upsample(filled, scale), reference, valid)
     for name in candidates:
         config = strategy(name).config(base, iterations)
         result = fit(
-            pooled.source, pooled.guide, scale, config, mask=pooled.source_mask, stats=stats
+            small,
+            small_guide.astype(np.float32),
+            scale,
+            config,
+            mask=None if small_valid.all() else small_valid,
+            stats=stats,
         )
-        scores[name] = pooled.score(result.prediction)
+        scores[name] = rmse(result.prediction, reference, valid)
     return Choice(strategy=pick(scores, candidates, margin), scores=scores)
 
 

@@ -155,33 +155,6 @@ def test_raster_and_hybrid_runs_write_the_grid_and_record_the_network(tmp_path: 
     assert "fit_mode" not in _run_facts(tmp_path / "tile.tif")  # --fit tile: as before
 
 
-def test_auto_checks_the_raster_network_one_scale_down_and_keeps_its_decision(tmp_path: Path):
-    """A network trained for 3 steps from a bicubic start is still bicubic one scale down:
-    ``auto`` then trains the other candidate too, keeps the network that scores lower there,
-    records every score, and a rerun after the weights are lost makes the same decision."""
-    source, guide, _ = pair(tmp_path, 32, 32)
-    options = dict(scale=2, config=SMALL, schedule="auto", iterations=1, tile_size=8,
-                   overlap=2, fit_mode="raster", crop_size=8)
-    report = upscale_raster(source, guide, tmp_path / "a.tif", **options)
-    check = _run_facts(tmp_path / "a.tif")["raster_fit"]["network_check"]
-    assert set(check) == {"bicubic", "residual-cosine", "cosine-avg"}
-    assert check["residual-cosine"] > 0.98 * check["bicubic"]  # it learned nothing
-    kept = min(("residual-cosine", "cosine-avg"), key=check.__getitem__)
-    assert report.strategy == kept == _run_facts(tmp_path / "a.tif")["strategy"]
-    assert report.expected_gain == pytest.approx(1 - check[kept] / check["bicubic"])
-
-    work = tmp_path / "b.tif.mmsr-work"
-    work.mkdir()  # an earlier run got as far as recording the decision, not the weights
-    facts = _run_facts(tmp_path / "a.tif")
-    (work / "choice.json").write_text(json.dumps({
-        "strategy": kept, "scores": facts["selection"], "expected_gain": report.expected_gain,
-        "network_check": check,
-    }))
-    upscale_raster(source, guide, tmp_path / "b.tif", **options)
-    np.testing.assert_array_equal(_pixels(tmp_path / "a.tif"), _pixels(tmp_path / "b.tif"))
-    assert _run_facts(tmp_path / "b.tif")["raster_fit"]["network_check"] == check
-
-
 def test_auto_keeps_small_rasters_per_tile_and_says_why(tmp_path: Path) -> None:
     source, guide, _ = pair(tmp_path, 12, 12)
     report = upscale_raster(source, guide, tmp_path / "o.tif", scale=2, config=SMALL,

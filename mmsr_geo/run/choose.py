@@ -29,7 +29,6 @@ from ..raster_fit import (
     pool_size,
 )
 from ..selection import Choice, choose_auto
-from ..strategies import Schedule
 from .plan import RunPlan
 from .statistics import RasterStatistics
 from .tile_jobs import read_job, tile_jobs
@@ -111,22 +110,7 @@ class FitChoice:
     """With ``auto``: every candidate's RMSE one scale down, and bicubic's (empty when the
     raster was too small to choose from); None for any other schedule."""
     expected_gain: float | None = None
-    """With ``auto``: 1 - RMSE(choice) / RMSE(bicubic) one scale down (of the raster
-    network, when it was checked)."""
-    network_check: dict[str, float] | None = None
-    """With ``auto`` in a raster-level or hybrid fit: the RMSE one scale down of each raster
-    network trained (by strategy), and bicubic's (:mod:`mmsr_geo.run.train_stage`)."""
-
-    def checked(self, name: str, config: FitConfig, scores: dict[str, float]) -> FitChoice:
-        """This choice after the raster network's check: strategy ``name`` (``config``)
-        trained the network kept; ``scores``: every trained network's RMSE one scale down."""
-        return dataclasses.replace(
-            self,
-            strategy=name,
-            config=config,
-            network_check=scores,
-            expected_gain=1.0 - scores[name] / scores["bicubic"],
-        )
+    """With ``auto``: 1 - RMSE(choice) / RMSE(bicubic) one scale down."""
 
     @property
     def tile_config(self) -> FitConfig:
@@ -147,51 +131,26 @@ def choose_fit(plan: RunPlan, stats: RasterStatistics, mode: FitMode) -> FitChoi
     schedule = plan.schedule
     if not schedule.is_auto:
         return FitChoice(schedule.name, schedule.config(), mode)
-    saved = _saved_choice(plan.work_dir, schedule, mode)
-    if saved is not None:
-        return saved
-    choice = _choose_now(plan, stats)
-    fit = FitChoice(
+    choice = _saved_choice(plan.work_dir) or _choose_now(plan, stats)
+    return FitChoice(
         strategy=choice.strategy,
         config=schedule.config(choice.strategy),
         mode=mode,
         selection=choice.scores,
         expected_gain=choice.expected_gain,
     )
-    record_choice(plan.work_dir, fit)
-    return fit
 
 
-def record_choice(work_dir: Path, fit: FitChoice) -> None:
-    """Keep ``auto``'s decision in the work folder, so a resumed run fits the same way."""
-    record = {
-        "strategy": fit.strategy,
-        "scores": fit.selection,
-        "expected_gain": fit.expected_gain,
-        "network_check": fit.network_check,
-    }
-    with atomic_file(work_dir / CHOICE_NAME) as tmp:
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-
-
-def _saved_choice(work_dir: Path, schedule: Schedule, mode: FitMode) -> FitChoice | None:
-    """The decision an earlier run on this output recorded, or None."""
+def _saved_choice(work_dir: Path) -> Choice | None:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         record = json.loads((work_dir / CHOICE_NAME).read_text(encoding="utf-8"))
-        return FitChoice(
-            strategy=record["strategy"],
-            config=schedule.config(record["strategy"]),
-            mode=mode,
-            selection=record["scores"],
-            expected_gain=record["expected_gain"],
-            network_check=record["network_check"],
-        )
+        return Choice(strategy=record["strategy"], scores=record["scores"])
     return None
 
 
 def _choose_now(plan: RunPlan, stats: RasterStatistics) -> Choice:
     schedule = plan.schedule
-    job = sample_job(plan, stats)
+    job = _sample_job(plan, stats)
     choice = (
         Choice(strategy=schedule.fallback)
         if job is None
@@ -214,10 +173,14 @@ def _choose_now(plan: RunPlan, stats: RasterStatistics) -> Choice:
             ", ".join(f"{name} {value:.4g}" for name, value in choice.scores.items()),
             f": expect {choice.gain_text()}" if gain is not None else "",
         )
+    with atomic_file(plan.work_dir / CHOICE_NAME) as tmp:
+        tmp.write_text(
+            json.dumps({"strategy": choice.strategy, "scores": choice.scores}), encoding="utf-8"
+        )
     return choice
 
 
-def sample_job(plan: RunPlan, stats: RasterStatistics) -> TileJob | None:
+def _sample_job(plan: RunPlan, stats: RasterStatistics) -> TileJob | None:
     """The source window self-validation looks at: a tile's size (at least
     :data:`SAMPLE_MIN` x scale pixels a side) at the raster's centre, or, when that one has no
     valid output, the first tile of the plan that has."""

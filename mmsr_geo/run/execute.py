@@ -119,9 +119,11 @@ def execute(
             device = device_label(fit.config, executor)
             if fit.mode.name != "tile":  # a per-tile fit says why in the tags only
                 log.info("fit mode %s: %s", fit.mode.name, fit.mode.reason)
-            network = None
-            if fit.mode.name != "tile":
-                network, fit = trained_network(plan, stats, fit, executor, progress)
+            network = (
+                trained_network(plan, stats, fit, executor, progress)
+                if fit.mode.name != "tile"
+                else None
+            )
             iterations = 0 if fit.mode.name == "raster" else fit.tile_config.iterations
             log.info(
                 "%s of %dx%d source pixels (%d already done), %s, on %s",

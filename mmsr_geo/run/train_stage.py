@@ -5,10 +5,7 @@ The weights are a checkpoint (``network.npz``, written atomically): a rerun afte
 during the tiles' inference reuses them, and a kill during training retrains from the same
 seed, crops and order, so either way the output is the file an uninterrupted run writes.
 Training is one task: in this process when the tiles are fitted on this machine (all its
-cores), else on the executor (a Dask worker, a GPU). With the ``auto`` schedule the trained
-network is checked one scale down, and where it learned nothing there the other candidate
-strategies are trained too (:func:`_checked`); the decision is kept in the work folder
-before the weights, so a rerun makes the same one.
+cores), else on the executor (a Dask worker, a GPU).
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +25,8 @@ from ..fit import ProgressCallback
 from ..fit_config import FitConfig
 from ..network_weights import NetworkWeights
 from ..progress import Progress
-from ..raster_fit import Crop, CropBudget, predict_many, train_network
-from ..selection import pooled_pair
-from ..strategies import AUTO_CANDIDATES
-from .choose import FitChoice, record_choice, sample_job
+from ..raster_fit import Crop, CropBudget, train_network
+from .choose import FitChoice
 from .crops import sample_crops
 from .plan import RunPlan
 from .statistics import RasterStatistics
@@ -41,12 +35,6 @@ log = logging.getLogger(__name__)
 
 NETWORK_NAME = "network.npz"
 
-LEARNED_MARGIN = 0.02
-"""``auto``'s raster network must reproduce the source one scale down at least this much
-better (relative RMSE) than bicubic, or the other candidates are trained too: a network
-that stayed at its bicubic start is bicubic there, and one that learned scores lower
-(BENCHMARKS.md, "Fit modes", gives both on real pairs)."""
-
 
 def trained_network(
     plan: RunPlan,
@@ -54,14 +42,13 @@ def trained_network(
     fit: FitChoice,
     executor: TileExecutor,
     progress: Progress,
-) -> tuple[NetworkWeights, FitChoice]:
-    """The run's raster network and the fit it was trained with: from the work folder, or
-    trained now (for ``auto``, checked one scale down: :func:`_checked`) and saved there."""
+) -> NetworkWeights:
+    """The run's raster network: from the work folder, or trained now and saved there."""
     saved = plan.work_dir / NETWORK_NAME
     weights = _load(saved)
     if weights is not None:
         log.info("raster network %s from the work folder", weights.fingerprint[:12])
-        return weights, fit
+        return weights
     budget = fit.mode.budget
     assert budget is not None, "a raster-level fit has a crop budget"
     crops = sample_crops(plan, stats, fit.config, budget)
@@ -77,43 +64,21 @@ def trained_network(
         min(budget.crops_per_step, len(crops)),
         budget.steps,
     )
-
-    def train(config: FitConfig) -> NetworkWeights:
-        return _train(plan, stats, config, budget, crops, executor, progress)
-
-    weights = train(fit.config)
-    if fit.selection and fit.network_check is None:
-        weights, fit = _checked(plan, stats, fit, weights, train)
-        record_choice(plan.work_dir, fit)  # before the weights: a rerun keeps this decision
-    _save(saved, weights)
-    return weights, fit
-
-
-def _train(
-    plan: RunPlan,
-    stats: RasterStatistics,
-    config: FitConfig,
-    budget: CropBudget,
-    crops: list[Crop],
-    executor: TileExecutor,
-    progress: Progress,
-) -> NetworkWeights:
-    """One training: in this process when the tiles are fitted on this machine (all its
-    cores), else as one task of the executor."""
     progress.begin(
         name=f"{plan.output.name} (training)",
         tiles=1,
         resumed=0,
         iterations=budget.steps,
-        device=str(config.device),
+        device=str(fit.config.device),
         unit="network",
     )
-    task = _TrainingTask(crops, plan.grid.scale, config, budget, stats)
-    if executor.local_tiles is not None:
+    task = _TrainingTask(crops, plan.grid.scale, fit, stats)
+    if executor.local_tiles is not None:  # this machine: train here, on all its cores
         weights = task(progress=progress.iteration)
     else:
         (weights,) = executor.map_unordered(_run_task, [task])
     progress.tile_finished(weights.seconds)
+    _save(saved, weights)
     log.info(
         "raster network %s trained in %.1f s (loss %.4g)",
         weights.fingerprint[:12],
@@ -123,73 +88,19 @@ def _train(
     return weights
 
 
-def _checked(
-    plan: RunPlan,
-    stats: RasterStatistics,
-    fit: FitChoice,
-    weights: NetworkWeights,
-    train: Callable[[FitConfig], NetworkWeights],
-) -> tuple[NetworkWeights, FitChoice]:
-    """``auto``'s network, checked one scale down on the window its strategy was chosen on.
-
-    ``auto`` chooses the strategy with per-image fits one scale down, and a network trained
-    on crops does not always follow them: from a bicubic start it can stay at bicubic (the
-    Middlebury mosaic at x4: ``residual-cosine`` 4.828 against bicubic 4.831, while
-    ``cosine-avg`` reached 4.359; BENCHMARKS.md, "Fit modes"). So the network predicts the
-    pooled window; when it does not beat bicubic there by :data:`LEARNED_MARGIN`, every
-    other candidate is trained too and the network with the lowest RMSE there is kept.
-    """
-    job = sample_job(plan, stats)
-    pooled = None if job is None else pooled_pair(
-        job.source, job.guide, plan.grid.scale, job.source_valid
-    )
-    if job is None or pooled is None:
-        return weights, fit
-
-    def score(trained: NetworkWeights) -> float:
-        (result,) = predict_many(
-            trained, [pooled.source], [pooled.guide], plan.grid.scale, fit.config,
-            masks=[pooled.source_mask], stats=[stats.normalisation],
-        )
-        return pooled.score(result.prediction)
-
-    scores = {"bicubic": pooled.bicubic_rmse(), fit.strategy: score(weights)}
-    networks = {fit.strategy: weights}
-    if scores[fit.strategy] > (1.0 - LEARNED_MARGIN) * scores["bicubic"]:
-        log.warning(
-            "the raster network (%s) is no better than bicubic one scale down (RMSE %.4g "
-            "against %.4g): training the other candidates too",
-            fit.strategy, scores[fit.strategy], scores["bicubic"],
-        )
-        for name in (c for c in AUTO_CANDIDATES if c != fit.strategy):
-            networks[name] = train(plan.schedule.config(name))
-            scores[name] = score(networks[name])
-    kept = min(networks, key=lambda name: scores[name])
-    log.info(
-        "raster network one scale down: %s; kept %s",
-        ", ".join(f"{name} {value:.4g}" for name, value in scores.items()),
-        kept,
-    )
-    return networks[kept], fit.checked(kept, plan.schedule.config(kept), scores)
-
-
 class _TrainingTask:
     """Everything the training needs, picklable, so it can run on another machine."""
 
     def __init__(
-        self,
-        crops: list[Crop],
-        scale: int,
-        config: FitConfig,
-        budget: CropBudget,
-        stats: RasterStatistics,
+        self, crops: list[Crop], scale: int, fit: FitChoice, stats: RasterStatistics
     ) -> None:
         self.crops, self.scale, self.stats = crops, scale, stats.normalisation
-        self.config, self.budget = config, budget
+        self.config, self.budget = fit.config, fit.mode.budget
 
     def __call__(self, progress: ProgressCallback | None = None) -> NetworkWeights:
+        budget: CropBudget = self.budget  # type: ignore[assignment]
         return train_network(
-            self.crops, self.scale, self.config, self.budget, self.stats, progress=progress
+            self.crops, self.scale, self.config, budget, self.stats, progress=progress
         )
 
 

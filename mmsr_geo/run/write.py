@@ -265,7 +265,6 @@ def run_facts(
                 "pool": fit.mode.budget.pool,
                 "finetune": fit.mode.finetune,
                 "network": network.fingerprint,
-                **({"network_check": fit.network_check} if fit.network_check else {}),
             },
         }
     elif fit.mode.reason != "asked":
