@@ -136,6 +136,7 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
                      before, _tiles_done(output))
         raise
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    _segments_path(folder, mode).unlink(missing_ok=True)  # summed into this run's record
     with rasterio.open(output) as src:
         predicted = src.read(1, masked=True)
     scored = mask & ~np.ma.getmaskarray(predicted)
@@ -165,9 +166,13 @@ def _tiles_done(output: Path) -> int:
     return len(list(work_dir_for(output).glob("tile_*.npz")))
 
 
+def _segments_path(folder: Path, mode: str) -> Path:
+    return folder / f"{mode}.segments.jsonl"
+
+
 def _segments(folder: Path, mode: str) -> list[dict[str, Any]]:
     """What earlier, interrupted processes of this run spent (``--work`` keeps them)."""
-    path = folder / f"{mode}.segments.jsonl"
+    path = _segments_path(folder, mode)
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -176,7 +181,7 @@ def _add_segment(folder: Path, mode: str, seconds: float, cpu_seconds: float, be
     record = {"seconds": seconds, "cpu_seconds": cpu_seconds, "tiles_before": before,
               "tiles_after": after}
     print(f"interrupted: {json.dumps(record)}", file=sys.stderr)
-    with (folder / f"{mode}.segments.jsonl").open("a") as log:
+    with _segments_path(folder, mode).open("a") as log:
         log.write(json.dumps(record) + "\n")
 
 
