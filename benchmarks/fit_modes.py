@@ -58,7 +58,7 @@ from quality import (  # noqa: E402
     synthetic_cases,
 )
 
-from mmsr_geo.checkpoints import work_dir_for  # noqa: E402
+from mmsr_geo.checkpoints import checkpointed_tiles, work_dir_for  # noqa: E402
 from mmsr_geo.degradation import centre_crop  # noqa: E402
 from mmsr_geo.fit_config import FitConfig  # noqa: E402
 from mmsr_geo.loaders import load_middlebury_dir, middlebury_names  # noqa: E402
@@ -163,7 +163,7 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
 
 
 def _tiles_done(output: Path) -> int:
-    return len(list(work_dir_for(output).glob("tile_*.npz")))
+    return len(checkpointed_tiles(work_dir_for(output)))
 
 
 def _segments_path(folder: Path, mode: str) -> Path:

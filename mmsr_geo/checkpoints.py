@@ -35,6 +35,20 @@ def work_dir_for(output: Path) -> Path:
     return output.with_name(output.name + ".mmsr-work")
 
 
+def checkpointed_tiles(directory: Path) -> set[int]:
+    """Indices of the tiles checkpointed in a work folder (none if it does not exist), for
+    whoever reports on a run without being that run (a benchmark, a progress report)."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return set()
+    return {
+        int(match.group(1))
+        for match in (_TILE_NAME.fullmatch(entry.name) for entry in entries)
+        if match
+    }
+
+
 class TileCheckpoints:
     """The checkpointed tiles of one run (one result key)."""
 
@@ -76,12 +90,7 @@ class TileCheckpoints:
         return set()
 
     def done(self) -> set[int]:
-        indices = set()
-        for entry in os.scandir(self.directory):
-            match = _TILE_NAME.fullmatch(entry.name)
-            if match:
-                indices.add(int(match.group(1)))
-        return indices
+        return checkpointed_tiles(self.directory)
 
     def path(self, index: int) -> Path:
         return self.directory / f"tile_{index}.npz"

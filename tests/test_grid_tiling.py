@@ -20,7 +20,7 @@ from shapely.geometry import box
 
 from mmsr_geo.aoi import load_aoi
 from mmsr_geo.blending import WEIGHT_FLOOR, blend_block, weight_window
-from mmsr_geo.checkpoints import TileCheckpoints
+from mmsr_geo.checkpoints import TileCheckpoints, checkpointed_tiles
 from mmsr_geo.errors import InputError, OutputExistsError, OverlapError
 from mmsr_geo.grid import output_grid
 from mmsr_geo.guide import AlignedGuide, check_overlap
@@ -287,6 +287,8 @@ def test_checkpoints_resume_and_reset_on_other_settings(tmp_path: Path) -> None:
     first = TileCheckpoints(work, "key-a", {"scale": 2})
     assert first.open() == set()
     first.save(TileResult(3, np.ones((4, 4), np.float32), 0.5, 1.0, "cpu"))
+    assert checkpointed_tiles(work) == {3}  # what a report reads without the run's key
+    assert checkpointed_tiles(tmp_path / "no-such.mmsr-work") == set()
     again = TileCheckpoints(work, "key-a", {"scale": 2})
     assert again.open() == {3}
     prediction, facts = again.load(3)
