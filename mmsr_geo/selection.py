@@ -22,17 +22,19 @@ from .fit import fit
 from .fit_config import FitConfig
 from .metrics import rmse
 from .normalisation import Normalisation, fill_invalid
-from .strategies import AUTO_CANDIDATES, Schedule, strategy
+from .strategies import Schedule, strategy
 
 MIN_SIDE = 8
 """Smallest side (source pixels / scale) of the pooled pair worth validating on."""
 
 SWITCH_MARGIN = 0.05
 """How much lower (relative RMSE) another candidate must score than the first one to be
-picked. The first candidate is the safe default (the residual start begins at bicubic); one
-scale down the pair is small (11 x 9 pixels for the RMNP DEM at x4) and differences of a few
-percent there are noise: on that DEM ``cosine-avg`` scored 2.2 % lower one scale down and was
-18 % worse at the real scale (42.26 vs 35.78 m; BENCHMARKS.md, "Quality vs iterations")."""
+picked. The first candidate is the kernels' safe choice
+(:data:`~mmsr_geo.strategies.AUTO_FIRST`; for DEMs the residual start, which begins at
+bicubic); one scale down the pair is small (11 x 9 pixels for the RMNP DEM at x4) and
+differences of a few percent there are noise: on that DEM ``cosine-avg`` scored 2.2 % lower
+one scale down and was 18 % worse at the real scale (42.26 vs 35.78 m; BENCHMARKS.md,
+"Quality vs iterations")."""
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,12 @@ def choose_auto(
     mask: np.ndarray | None = None,
     stats: Normalisation | None = None,
 ) -> Choice:
-    """The ``auto`` schedule's decision: :data:`~mmsr_geo.strategies.AUTO_CANDIDATES` scored
-    one scale down at the schedule's budget, or, for a source too small to validate on, the
-    kernels' fallback (:attr:`~mmsr_geo.strategies.Schedule.fallback`; no scores)."""
+    """The ``auto`` schedule's decision: its candidates
+    (:attr:`~mmsr_geo.strategies.Schedule.candidates`, the kernels' safe choice first) scored
+    one scale down at the schedule's budget, or, for a source too small to validate on, that
+    safe choice (:attr:`~mmsr_geo.strategies.Schedule.fallback`; no scores)."""
     choice = self_validate(
-        source, guide, scale, schedule.base, AUTO_CANDIDATES, mask=mask, stats=stats,
+        source, guide, scale, schedule.base, schedule.candidates, mask=mask, stats=stats,
         iterations=schedule.iterations,
     )
     return choice or Choice(strategy=schedule.fallback)

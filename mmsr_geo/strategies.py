@@ -70,7 +70,8 @@ STRATEGIES: dict[str, Strategy] = {
 
 AUTO = "auto"
 AUTO_CANDIDATES: tuple[str, ...] = ("residual-cosine", "cosine-avg")
-"""What ``auto`` chooses between, one scale down (:mod:`mmsr_geo.selection`), both sized to
+"""What ``auto`` chooses between, one scale down (:mod:`mmsr_geo.selection`; the order of
+the remote-sensing kernels, :func:`auto_candidates` gives each kernels' own), both sized to
 ``auto``'s budget: a fit that starts from bicubic (wins on the RMNP DEM) and a fit from
 scratch (wins on depth maps with sharp edges and on the synthetic cliffs). The fit from
 scratch uses a cosine schedule with its last iterates averaged, not the paper's decay cut
@@ -83,16 +84,28 @@ AUTO_ITERATIONS = {(11, 5): 500}
 AUTO_DEFAULT_ITERATIONS = 300
 
 
-AUTO_FALLBACK = {(11, 5): "cosine-avg"}
-"""What ``auto`` uses by kernels when the source is too small to validate on one scale down
-(e.g. a 20 x 20 source at x8): the depth kernels' data (sharp edges) wants the fit from
-scratch (Middlebury 01_1 x8: ``cosine-avg`` 1.094, ``residual-cosine`` 1.480, bicubic 1.728);
-everything else gets the first candidate."""
+AUTO_FIRST = {(11, 5): "cosine-avg"}
+"""``auto``'s safe choice by kernels (default: the first of :data:`AUTO_CANDIDATES`): the
+candidate it keeps unless another scores :data:`~mmsr_geo.selection.SWITCH_MARGIN` lower one
+scale down, and the one it uses when the source is too small to validate on (e.g. a 20 x 20
+source at x8). With the depth kernels (11/5) it is the fit from scratch: on every tuning
+depth pair the residual start stayed near bicubic at the real scale (Middlebury x4, 500
+iterations: 01_1 1.142 vs ``cosine-avg`` 0.694, 026 3.824 vs 1.691, 02_4 3.374 vs 2.037;
+01_1 x8 1.480 vs 1.094), so a residual fit picked on a few percent one scale down costs up
+to 2x the error (held-out pair 36: 4.9 % apart one scale down, 2.68 against about 1.3 at the
+real scale). On the RMNP DEM the residual start is the safe one (``cosine-avg`` scored 2.2 %
+lower one scale down at x4 and was 18 % worse)."""
+
+
+def auto_candidates(base: FitConfig) -> tuple[str, ...]:
+    """:data:`AUTO_CANDIDATES` with the kernels' safe choice (:data:`AUTO_FIRST`) first."""
+    first = AUTO_FIRST.get((base.s2g_kernel, base.g2s_kernel), AUTO_CANDIDATES[0])
+    return (first, *(name for name in AUTO_CANDIDATES if name != first))
 
 
 def auto_fallback(base: FitConfig) -> str:
-    """``auto``'s strategy when it cannot choose from the data (:data:`AUTO_FALLBACK`)."""
-    return AUTO_FALLBACK.get((base.s2g_kernel, base.g2s_kernel), AUTO_CANDIDATES[0])
+    """``auto``'s strategy when it cannot choose from the data: the kernels' safe choice."""
+    return auto_candidates(base)[0]
 
 
 def auto_budget(base: FitConfig, iterations: int | None = None) -> int:
@@ -160,6 +173,11 @@ class Schedule:
     def iterations(self) -> int:
         """Iterations of each fit (and, for ``auto``, of each candidate one scale down)."""
         return auto_budget(self.base, self.budget) if self.is_auto else self.base.iterations
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """``auto``'s candidates, the kernels' safe choice first (:func:`auto_candidates`)."""
+        return auto_candidates(self.base)
 
     @property
     def fallback(self) -> str:
