@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: describe the machine, write one marked section of a report.
+"""Shared by the benchmark scripts: describe the machine, keep a JSON-lines log of runs, write
+one marked section of a report.
 
 Each script owns one section of BENCHMARKS.md, between ``<!-- NAME:start -->`` and
 ``<!-- NAME:end -->``; rerunning it replaces that section in place and leaves the others (and
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import json
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 
 def _cpu_model() -> str:
@@ -63,6 +66,19 @@ def machine_description() -> str:
         parts.append("load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     parts.append(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     return "; ".join(parts)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log, oldest first (none if it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def append_log(path: Path, record: dict[str, Any]) -> None:
+    """Add one record to a JSON-lines log at once, so a stopped run keeps what it finished."""
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def write_section(path: str | os.PathLike, name: str, markdown: str) -> None:

@@ -15,7 +15,6 @@ what the log holds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import machine_description, write_section  # noqa: E402
+from _report import append_log, machine_description, read_log, write_section  # noqa: E402
 from quality import DEFAULT_MIDDLEBURY, TUNING, Case, middlebury_cases, protocol_inputs  # noqa: E402
 
 from mmsr_geo.fit_config import FitConfig  # noqa: E402
@@ -92,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.names.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    records = ([json.loads(line) for line in args.log.read_text().splitlines()]
-               if args.log.exists() else [])
+    records = read_log(args.log)
     done = {(r["name"], r["scale"], r["seed"], r["budget"]) for r in records}
     cases = [c for c in middlebury_cases([args.scale], args.data, None, args.crop)
              if c.name in names]
@@ -104,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 record = score_once(case, seed, budget)
                 records.append(record)
-                with args.log.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_log(args.log, record)
                 print(f"{case.name} x{case.scale} seed {seed} {budget}: RMSE "
                       f"{record['rmse']:.4f} in {record['seconds']:.0f} s", flush=True)
     text = "\n".join([

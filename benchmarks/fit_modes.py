@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality, _report
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
+from _report import append_log, read_log  # noqa: E402
 from quality import (  # noqa: E402
     DEFAULT_MIDDLEBURY,
     Case,
@@ -172,8 +173,7 @@ def _segments_path(folder: Path, mode: str) -> Path:
 
 def _segments(folder: Path, mode: str) -> list[dict[str, Any]]:
     """What earlier, interrupted processes of this run spent (``--work`` keeps them)."""
-    path = _segments_path(folder, mode)
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_log(_segments_path(folder, mode))
 
 
 def _add_segment(folder: Path, mode: str, seconds: float, cpu_seconds: float, before: int,
@@ -181,8 +181,7 @@ def _add_segment(folder: Path, mode: str, seconds: float, cpu_seconds: float, be
     record = {"seconds": seconds, "cpu_seconds": cpu_seconds, "tiles_before": before,
               "tiles_after": after}
     print(f"interrupted: {json.dumps(record)}", file=sys.stderr)
-    with _segments_path(folder, mode).open("a") as log:
-        log.write(json.dumps(record) + "\n")
+    append_log(_segments_path(folder, mode), record)
 
 
 def _lost_bound(segment: dict[str, Any]) -> float:

@@ -17,7 +17,6 @@ JSON-lines log at once; a rerun skips what the log holds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import machine_description, write_section  # noqa: E402
+from _report import append_log, machine_description, read_log, write_section  # noqa: E402
 from quality import DEFAULT_MIDDLEBURY, TUNING, Case, middlebury_cases, run_case  # noqa: E402
 
 from mmsr_geo.evaluation import run_protocol  # noqa: E402
@@ -109,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     if set(methods) - set(METHODS):
         parser.error(f"--methods: each of {', '.join(METHODS)}")
-    records = ([json.loads(line) for line in args.log.read_text().splitlines()]
-               if args.log.exists() else [])
+    records = read_log(args.log)
     done = {(r["name"], r["scale"], r["method"], r["seed"]) for r in records}
     cases = [c for c in middlebury_cases([args.scale], args.data, None, args.crop)
              if c.name in names]
@@ -121,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 record = fit_once(case, method, seed)
                 records.append(record)
-                with args.log.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_log(args.log, record)
                 print(f"{case.name} x{case.scale} {method} seed {seed}: RMSE "
                       f"{record['rmse']:.4f} in {record['seconds']:.0f} s", flush=True)
     machines = sorted({r["machine"].split(";")[0] for r in records})
