@@ -61,30 +61,54 @@ def fit_once(case: Case, method: str, seed: int) -> dict[str, Any]:
     }
 
 
-def spread_table(records: list[dict[str, Any]]) -> str:
+def paper_fits(quality_log: Path | None) -> dict[tuple, float]:
+    """The held-out table's paper fit per (dataset, name, scale), from ``quality.py``'s log
+    (seed 0, 1000 iterations): the reference for a pair this log has no paper fit of."""
+    records = read_log(quality_log) if quality_log else []
+    return {(r["dataset"], r["name"], r["scale"]): r["rmse"] for r in records
+            if r.get("strategy") == "paper" and r.get("iterations") == 1000}
+
+
+def spread_table(records: list[dict[str, Any]], heldout_paper: dict[tuple, float]) -> str:
     """One row per pair and method: its RMSE seed by seed, their mean, and the mean's gap to
-    the paper's mean (blank for a pair this log has no paper fit of)."""
+    the paper's mean (the held-out table's paper fit, marked *, for a pair this log has no
+    paper fit of); then per method its mean over the held-out pairs it was fitted on."""
     lines = [
         "| image | scale | split | method | iterations | RMSE per seed | mean | vs paper, "
         "seed means | machine |",
         "|---|---|---|---|---|---|---:|---:|---|",
     ]
+    pairs: dict[str, list[tuple[float, float]]] = {m: [] for m in METHODS if m != "paper"}
     for key in dict.fromkeys((r["dataset"], r["name"], r["scale"]) for r in records):
         mine = [r for r in records if (r["dataset"], r["name"], r["scale"]) == key]
         scores = {m: {r["seed"]: r["rmse"] for r in mine if r["method"] == m} for m in METHODS}
-        paper = float(np.mean(list(scores["paper"].values()))) if scores["paper"] else None
+        own = bool(scores["paper"])
+        paper = float(np.mean(list(scores["paper"].values()))) if own else heldout_paper.get(key)
         for method in (m for m in METHODS if scores[m]):
             mean = float(np.mean(list(scores[method].values())))
             fits = sorted({f"{r['strategy']} {r['iterations']}" for r in mine
                            if r["method"] == method})
             seeds = ", ".join(f"{v:.3f} ({s})" for s, v in sorted(scores[method].items()))
-            gap = "" if method == "paper" or paper is None else f"{100 * (mean / paper - 1):+.1f} %"
+            gap = "" if method == "paper" or paper is None else \
+                f"{100 * (mean / paper - 1):+.1f} %{'' if own else ' *'}"
+            if method != "paper" and paper is not None and key not in TUNING:
+                pairs[method].append((mean, paper))
             machines = ", ".join(sorted({r["machine"].split(",")[0] for r in mine
                                          if r["method"] == method}))
             lines.append(
                 f"| {key[1]} | x{key[2]} | {'tuning' if key in TUNING else 'held out'} "
                 f"| {method} | {', '.join(fits)} | {seeds} | {mean:.3f} | {gap} | {machines} |"
             )
+    for method, both in pairs.items():
+        if not both:
+            continue
+        mine, paper = (float(np.mean(v)) for v in zip(*both, strict=True))
+        worst = max(100 * (m / p - 1) for m, p in both)
+        lines.append(
+            f"| **mean, held out** | {len(both)} pairs | | {method} | | | {mine:.3f} "
+            f"| {100 * (mine / paper - 1):+.1f} % (paper {paper:.3f}; worst pair "
+            f"{worst:+.1f} %) | |"
+        )
     return "\n".join(lines)
 
 
@@ -99,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_MIDDLEBURY)
     parser.add_argument("--log", type=Path, default=Path("seed_spread.jsonl"))
     parser.add_argument("--write", type=Path)
+    parser.add_argument("--paper-log", type=Path,
+                        help="quality.py's log: its paper fits are the reference of pairs "
+                        "this log has none of")
     parser.add_argument("--note", default="", help="a sentence on the run for the report")
     parser.add_argument("--tables-only", action="store_true",
                         help="no fit: write the table from the log")
@@ -131,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         "exact`; `--preset depth`) and by the paper's 1000 iterations (no projection), every "
         f"fit one at a time. Machine(s): {'; '.join(machines)}. {args.note}",
         "",
-        spread_table(records),
+        spread_table(records, paper_fits(args.paper_log)),
     ])
     print(text)
     if args.write:
