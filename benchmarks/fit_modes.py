@@ -54,6 +54,7 @@ from quality import (  # noqa: E402
     Case,
     bicubic_rmse,
     middlebury_cases,
+    paper_fits,
     protocol_inputs,
     rmnp_cases,
     synthetic_cases,
@@ -191,20 +192,8 @@ def _lost_bound(segment: dict[str, Any]) -> float:
     return segment["cpu_seconds"] / max(1, finished)
 
 
-def paper_rmse() -> dict[tuple, float]:
-    """The paper's 1000-iteration fit of the whole image, where quality.py logged it."""
-    if not QUALITY_LOG.exists():
-        return {}
-    found = {}
-    for line in QUALITY_LOG.read_text().splitlines():
-        r = json.loads(line)
-        if r.get("strategy") == "paper" and r.get("iterations") == 1000:
-            found[(r["dataset"], r["name"], r["scale"])] = r["rmse"]
-    return found
-
-
 def table(records: list[dict[str, Any]]) -> str:
-    paper = paper_rmse()
+    paper = paper_fits(read_log(QUALITY_LOG))
     runs = {(r["dataset"], r["name"], r["scale"], r["mode"]): r for r in records}
     cases = sorted({k[:3] for k in runs})
     lines = [
@@ -269,11 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.tables_only:
         args.datasets, args.resume = "", True
     done = set()
-    if args.resume and args.log.exists() and not args.redo:
-        done = {
-            (r["dataset"], r["name"], r["scale"], r["mode"])
-            for r in map(json.loads, args.log.read_text().splitlines())
-        }
+    if args.resume and not args.redo:
+        done = {(r["dataset"], r["name"], r["scale"], r["mode"]) for r in read_log(args.log)}
     elif args.log.exists() and not args.resume:
         args.log.unlink()
     modes = args.modes.split(",")
@@ -297,9 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                     with tempfile.TemporaryDirectory() as tmp:
                         record = run_mode(case, mode, Path(tmp))
                 print(json.dumps(record), flush=True)
-                with args.log.open("a") as log:
-                    log.write(json.dumps(record) + "\n")
-    records = [json.loads(line) for line in args.log.read_text().splitlines()]
+                append_log(args.log, record)
+    records = read_log(args.log)
     text = table(records)
     print(text)
     if args.write:

@@ -13,8 +13,6 @@ soon as they exist, so a run cut short (hours on a CPU) still leaves its figures
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,6 +20,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
+sys.path.insert(0, str(ROOT / "benchmarks"))  # _report
+
+from _report import append_log, machine_description, read_log, write_section  # noqa: E402
 
 from mmsr_geo.evaluation import PairScores, evaluate_pair, summarise  # noqa: E402
 from mmsr_geo.fit import FitConfig  # noqa: E402
@@ -35,15 +36,6 @@ PAPER = (
 )
 
 
-def _machine() -> str:
-    """The shared machine description (benchmarks/_report.py) or, without it, the platform."""
-    try:
-        from _report import machine_description
-    except ImportError:
-        return f"{platform.machine()} {platform.platform()} (benchmarks/_report.py missing)"
-    return machine_description()
-
-
 def _log_key(record: dict[str, Any]) -> tuple:
     return (
         record["name"],
@@ -53,19 +45,6 @@ def _log_key(record: dict[str, Any]) -> tuple:
         record["g2s_kernel"],
         record["seed"],
     )
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    """Records of an earlier (possibly interrupted) run; a torn last line is ignored."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def _scores(record: dict[str, Any]) -> PairScores:
@@ -102,7 +81,7 @@ def markdown(
         f"schedule, {iterations} iterations per image and scale, device {device}; 's' is the "
         f"wall time of one fit ({fitted / 3600:.1f} h of fitting in all).{subset}",
         "",
-        f"Machine (of the run that wrote this table): {_machine()}. {note}".rstrip(),
+        f"Machine (of the run that wrote this table): {machine_description()}. {note}".rstrip(),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -143,12 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", type=Path, default=None, help="e.g. BENCHMARKS.md")
     parser.add_argument("--note", default="", help="a sentence on the run for the report")
     args = parser.parse_args(argv)
-    if args.write is not None:
-        try:  # fail now, not after hours of fitting
-            from _report import write_section
-        except ImportError:
-            parser.error("--write needs benchmarks/_report.py (write_section), not found")
-
     scales = [int(s) for s in args.scales.split(",") if s.strip()]
     names = middlebury_names(args.data)
     available = len(names)
@@ -184,10 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                         "seed": args.seed,
                         **scores.as_dict(),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        "machine": _machine(),
+                        "machine": machine_description(),
                     }
-                    with args.log.open("a") as log:
-                        log.write(json.dumps(record) + "\n")
+                    append_log(args.log, record)
             devices.add(scores.device)
             results[scale].append(scores)
             print(

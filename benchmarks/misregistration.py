@@ -20,7 +20,6 @@ the pair's own offset, and an estimate's error is measured against that offset p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import machine_description, write_section  # noqa: E402
+from _report import append_log, machine_description, read_log, write_section  # noqa: E402
 from quality import (  # noqa: E402
     DEFAULT_MIDDLEBURY,
     Case,
@@ -98,9 +97,7 @@ def fitted(case: Case, shift: tuple[float, float], register: str) -> dict[str, A
 
 
 def run(args: argparse.Namespace) -> None:
-    done = set()
-    if args.resume and args.log.exists():
-        done = {json.loads(line)["key"] for line in args.log.read_text().splitlines() if line}
+    done = {r["key"] for r in read_log(args.log)} if args.resume else set()
     machine = machine_description()
     shifts = parse_shifts(args.shifts)
     fit_shifts = parse_shifts(args.fit_shifts) if args.fit_shifts else shifts
@@ -122,8 +119,7 @@ def run(args: argparse.Namespace) -> None:
                     key=key(case, shift, record["kind"]), dataset=case.dataset, name=case.name,
                     scale=case.scale, dx=shift[0], dy=shift[1], machine=machine,
                 )
-                with args.log.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_log(args.log, record)
                 print(_line(record), flush=True)
 
 
@@ -201,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.tables_only:
         run(args)
-    records = [json.loads(line) for line in args.log.read_text().splitlines() if line]
+    records = read_log(args.log)
     text = table(records)
     print(text)
     if args.write:

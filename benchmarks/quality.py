@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import machine_description, write_section  # noqa: E402
+from _report import append_log, machine_description, read_log, write_section  # noqa: E402
 
 from mmsr_geo.degradation import bicubic_upsample, centre_crop, crop_to_multiple, pool  # noqa: E402
 from mmsr_geo.evaluation import run_protocol  # noqa: E402
@@ -322,14 +321,20 @@ TUNING = frozenset({
 the held-out split existed: the cases this log held then. The rest are held out."""
 
 
+def paper_fits(records: list[dict[str, Any]]) -> dict[tuple, float]:
+    """The paper's 1000-iteration fit per (dataset, name, scale) in this log's records: the
+    reference of the held-out table, of fit_modes.py and of seed_spread.py."""
+    return {(r["dataset"], r["name"], r["scale"]): r["rmse"] for r in records
+            if r.get("strategy") == "paper" and r.get("iterations") == 1000}
+
+
 def heldout_records(cases: list[Case], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per case with the paper's 1000-iteration fit in the log: the tool's default (the
     cached default fit, scored as fitted and projected as ``--consistency exact`` writes it),
     against the paper's fit and bicubic."""
     from mmsr_geo.consistency import project_consistent
 
-    paper = {(r["dataset"], r["name"], r["scale"]): r["rmse"] for r in records
-             if r["strategy"] == "paper" and r["iterations"] == 1000}
+    paper = paper_fits(records)
     rows = []
     for case in cases:
         key = (case.dataset, case.name, case.scale)
@@ -384,13 +389,8 @@ def heldout_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _done(log: Path) -> set[tuple]:
-    if not log.exists():
-        return set()
-    keys = set()
-    for line in log.read_text().splitlines():
-        r = json.loads(line)
-        keys.add((r["dataset"], r["name"], r["scale"], r["strategy"], r["budget"]))
-    return keys
+    return {(r["dataset"], r["name"], r["scale"], r["strategy"], r["budget"])
+            for r in read_log(log)}
 
 
 def tables(records: list[dict[str, Any]], bicubic: dict[tuple, float]) -> str:
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = {int(x) for x in args.scales.split(",")}
         cases = [c for c in cases if c.scale in keep]
     if args.heldout:
-        records = [json.loads(line) for line in args.log.read_text().splitlines()]
+        records = read_log(args.log)
         text = "\n".join([
             "## Held-out evaluation of the default (`benchmarks/quality.py --heldout`)",
             "",
@@ -507,9 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                 records = run_case(case, strategy, budget, curve, base)
                 for record in records:
                     record["bicubic"] = bicubic[(case.dataset, case.name, case.scale)]
-                with args.log.open("a") as f:
-                    for record in records:
-                        f.write(json.dumps(record) + "\n")
+                for record in records:
+                    append_log(args.log, record)
                 final = records[-1]
                 bic = bicubic[(case.dataset, case.name, case.scale)]
                 print(
@@ -522,11 +521,10 @@ def main(argv: list[str] | None = None) -> int:
                 if (case.dataset, case.name, case.scale, "auto", budget) in done:
                     continue
                 record = run_selection(case, budget, base)
-                with args.log.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_log(args.log, record)
                 print(f"{case.dataset} {case.name} x{case.scale} auto {budget}: picked "
                       f"{record['picked']} {record['selection']}", flush=True)
-    records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    records = read_log(args.log)
     fits = [r for r in records if r["strategy"] != "auto"]
     text = "\n".join(
         [

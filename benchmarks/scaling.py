@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # memory, _report
 
+from _report import append_log, machine_description, read_log, write_section  # noqa: E402
 from memory import DEFAULT_DSM, cli_command, write_inputs, write_mosaic_vrt  # noqa: E402
 
 from mmsr_geo.memory import default_overlap, default_tile_size  # noqa: E402
@@ -86,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     areas = [int(a) for a in args.areas.split(",")]
     modes = args.modes.split(",")
     iterations = 20 if args.quick else DEFAULT_ITERATIONS
-    records = []
-    if args.resume and args.log and args.log.exists():
-        records = [json.loads(line) for line in args.log.read_text().splitlines()]
+    records = read_log(args.log) if args.resume else []
     done = {(r["area"], r["mode"], r["iterations"]) for r in records}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -116,13 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                 records.append(record)
                 print(json.dumps(record), flush=True)
                 if args.log:
-                    with args.log.open("a") as log:
-                        log.write(json.dumps(record) + "\n")
+                    append_log(args.log, record)
     text = table(records, iterations)
     print(text)
     if args.write:
-        from _report import machine_description, write_section
-
         write_section(args.write, "scaling", _section(text, machine_description()))
     return 0
 

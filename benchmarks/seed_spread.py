@@ -29,7 +29,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import append_log, machine_description, read_log, write_section  # noqa: E402
-from quality import DEFAULT_MIDDLEBURY, TUNING, Case, middlebury_cases, run_case  # noqa: E402
+from quality import (  # noqa: E402
+    DEFAULT_MIDDLEBURY,
+    TUNING,
+    Case,
+    middlebury_cases,
+    paper_fits,
+    run_case,
+)
 
 from mmsr_geo.evaluation import run_protocol  # noqa: E402
 from mmsr_geo.fit import FitConfig  # noqa: E402
@@ -59,14 +66,6 @@ def fit_once(case: Case, method: str, seed: int) -> dict[str, Any]:
         "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
         "machine": machine_description(),
     }
-
-
-def paper_fits(quality_log: Path | None) -> dict[tuple, float]:
-    """The held-out table's paper fit per (dataset, name, scale), from ``quality.py``'s log
-    (seed 0, 1000 iterations): the reference for a pair this log has no paper fit of."""
-    records = read_log(quality_log) if quality_log else []
-    return {(r["dataset"], r["name"], r["scale"]): r["rmse"] for r in records
-            if r.get("strategy") == "paper" and r.get("iterations") == 1000}
 
 
 def spread_table(records: list[dict[str, Any]], heldout_paper: dict[tuple, float]) -> str:
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "exact`; `--preset depth`) and by the paper's 1000 iterations (no projection), every "
         f"fit one at a time. Machine(s): {'; '.join(machines)}. {args.note}",
         "",
-        spread_table(records, paper_fits(args.paper_log)),
+        spread_table(records, paper_fits(read_log(args.paper_log))),
     ])
     print(text)
     if args.write:
