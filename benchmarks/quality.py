@@ -54,6 +54,7 @@ from mmsr_geo.strategies import (  # noqa: E402
     AUTO_ITERATIONS,
     STRATEGIES,
     Schedule,
+    auto_budget,
 )
 
 DEFAULT_MIDDLEBURY = ROOT.parent / "shared" / "data" / "middlebury"
@@ -256,17 +257,23 @@ def default_table(records: list[dict[str, Any]], bicubic: dict[tuple, float]) ->
     }
     groups: dict[tuple, list[tuple[float, float, float]]] = {}
     budgets: dict[tuple, int] = {}
+    picks: dict[tuple, dict[int, dict[str, Any]]] = {}
     for p in (r for r in records if r["strategy"] == "auto"):
-        key = (p["dataset"], p["name"], p["scale"])
+        picks.setdefault((p["dataset"], p["name"], p["scale"]), {})[p["budget"]] = p
+    for key, by_budget in picks.items():
         paper = fits.get((*key, "paper", 1000))
-        picked = fits.get((*key, p["picked"], p["budget"]))
-        if paper is None or picked is None:
+        if paper is None:
             continue
+        # auto's budget now, or the largest below it that the log measured (the depth
+        # kernels' budget rose to 1000 after these curves, which stop at 500)
         kernels = tuple(int(k) for k in paper["kernels"].split("/"))
-        if p["budget"] != AUTO_ITERATIONS.get(kernels, AUTO_DEFAULT_ITERATIONS):
+        budget = AUTO_ITERATIONS.get(kernels, AUTO_DEFAULT_ITERATIONS)
+        budget = max((b for b in by_budget if b <= budget), default=None)
+        picked = None if budget is None else fits.get((*key, by_budget[budget]["picked"], budget))
+        if picked is None:
             continue
         groups.setdefault(key[0::2], []).append((picked["rmse"], paper["rmse"], bicubic[key]))
-        budgets[key[0::2]] = p["budget"]
+        budgets[key[0::2]] = budget
     lines = [
         "",
         "The default (`auto`, at its budget): mean RMSE over the images of the strategy it "
@@ -297,7 +304,8 @@ def default_fit(case: Case, preset: str | None = None) -> dict[str, np.ndarray]:
     (consistency off: callers project, so that both are scored): prediction, lr, reference,
     valid, bicubic, seconds, strategy, iterations."""
     preset = preset or case.preset
-    path = FITS / f"{case.dataset}-{case.name}-x{case.scale}-{preset}.npz"
+    budget = auto_budget(FitConfig.from_preset(preset))  # a cached fit of another is stale
+    path = FITS / f"{case.dataset}-{case.name}-x{case.scale}-{preset}-{budget}.npz"
     if not path.exists():
         FITS.mkdir(exist_ok=True)
         started = time.perf_counter()

@@ -117,7 +117,7 @@ def format_table(scores: list[PairScores], mean: PairScores) -> str:
 @click.option(
     "--iterations",
     type=click.IntRange(min=1),
-    help="Optimisation steps per image [default: the schedule's: auto 300 (500 with the "
+    help="Optimisation steps per image [default: the schedule's: auto 300 (1000 with the "
     "depth preset), paper 1000].",
 )
 @click.option(

@@ -96,7 +96,7 @@ fit_options = _group(
         "--iterations",
         type=click.IntRange(min=1),
         help="Optimisation steps per tile, or of the raster-level training [default: the "
-        "schedule's: auto 300 (500 with the depth preset), paper 1000].",
+        "schedule's: auto 300 (1000 with the depth preset), paper 1000].",
     ),
     click.option(
         "--fit",

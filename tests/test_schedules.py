@@ -43,7 +43,7 @@ def test_schedules_resolve_as_documented():
     name, paper = resolve_schedule(exact, "paper")
     assert name == "paper" and paper.iterations == 1000 and paper.schedule == "paper"
     assert paper.features == 4 and paper.residual == "none" and paper.average_last == 0
-    assert auto_budget(FitConfig()) == 300 and auto_budget(FitConfig.from_preset("depth")) == 500
+    assert auto_budget(FitConfig()) == 300 and auto_budget(FitConfig.from_preset("depth")) == 1000
     assert auto_budget(FitConfig(), 40) == 40
     _, fast = resolve_schedule(None, "cosine-avg", 200)
     assert (fast.iterations, fast.schedule, fast.average_last) == (200, "cosine", 40)

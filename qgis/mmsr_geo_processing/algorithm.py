@@ -181,7 +181,7 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(
                 self.ITERATIONS,
                 "Iterations per tile or of the raster training [default: the schedule's: "
-                "auto 300, 500 with the depth preset; paper 1000]",
+                "auto 300, 1000 with the depth preset; paper 1000]",
                 QgsProcessingParameterNumber.Integer,
                 optional=True,
                 minValue=1,
