@@ -67,6 +67,7 @@ from mmsr_geo.loaders import load_middlebury_dir, middlebury_names  # noqa: E402
 from mmsr_geo.memory import default_overlap, default_tile_size  # noqa: E402
 from mmsr_geo.metrics import rmse  # noqa: E402
 from mmsr_geo.run import upscale_raster  # noqa: E402
+from mmsr_geo.strategies import auto_budget  # noqa: E402
 from mmsr_geo.tiling import plan_tiles  # noqa: E402
 
 MODES = ("tile", "raster", "hybrid")
@@ -159,6 +160,7 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
         "tile_size": size,
         "overlap": overlap,
         "strategy": report.strategy,
+        "iterations": auto_budget(config),
         "network": report.network,
         "shape": list(reference.shape),
     }
@@ -197,9 +199,9 @@ def table(records: list[dict[str, Any]]) -> str:
     runs = {(r["dataset"], r["name"], r["scale"], r["mode"]): r for r in records}
     cases = sorted({k[:3] for k in runs})
     lines = [
-        "| dataset | image | scale | tiles | schedule | bicubic | paper, 1000 its (whole image) "
-        "| per-tile (`auto`) | raster | vs per-tile | hybrid | vs per-tile | CPU s tile / "
-        "raster / hybrid |",
+        "| dataset | image | scale | tiles | schedule, iterations | bicubic "
+        "| paper, 1000 its (whole image) | per-tile (`auto`) | raster | vs per-tile | hybrid "
+        "| vs per-tile | CPU s tile / raster / hybrid |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key in cases:
@@ -219,7 +221,8 @@ def table(records: list[dict[str, Any]]) -> str:
                              for m in MODES)
         p = paper.get(key)
         lines.append(
-            f"| {key[0]} | {key[1]} | x{key[2]} | {first['tiles']} | {first['strategy']} | "
+            f"| {key[0]} | {key[1]} | x{key[2]} | {first['tiles']} | {first['strategy']}, "
+            f"{first['iterations']} | "
             f"{first['bicubic']:.3f} | "
             f"{'-' if p is None else f'{p:.3f}'} | {cells['tile']} | {cells['raster']} | "
             f"{versus['raster']} | {cells['hybrid']} | {versus['hybrid']} | {seconds} |"
