@@ -67,7 +67,7 @@ from mmsr_geo.loaders import load_middlebury_dir, middlebury_names  # noqa: E402
 from mmsr_geo.memory import default_overlap, default_tile_size  # noqa: E402
 from mmsr_geo.metrics import rmse  # noqa: E402
 from mmsr_geo.run import upscale_raster  # noqa: E402
-from mmsr_geo.strategies import auto_budget  # noqa: E402
+from mmsr_geo.strategies import AUTO, SCHEDULES, Schedule  # noqa: E402
 from mmsr_geo.tiling import plan_tiles  # noqa: E402
 
 MODES = ("tile", "raster", "hybrid")
@@ -121,7 +121,7 @@ def write_case(case: Case, folder: Path) -> tuple[Path, Path, np.ndarray, np.nda
     return lr_path, guide_path, reference, mask
 
 
-def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
+def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO) -> dict[str, Any]:
     lr_path, guide_path, reference, mask = write_case(case, folder)
     size, overlap = tile_size_for(case)
     output = folder / f"{mode}.tif"
@@ -131,7 +131,7 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
     before = _tiles_done(output)
     try:
         report = upscale_raster(
-            lr_path, guide_path, output, scale=case.scale, config=config, schedule="auto",
+            lr_path, guide_path, output, scale=case.scale, config=config, schedule=schedule,
             fit_mode=mode, tile_size=size, overlap=overlap, overwrite=True,
         )
     except KeyboardInterrupt:  # a long run stopped to go on later (--work): log its cost
@@ -159,8 +159,9 @@ def run_mode(case: Case, mode: str, folder: Path) -> dict[str, Any]:
         "tiles": len(plan),
         "tile_size": size,
         "overlap": overlap,
+        "schedule": schedule,
         "strategy": report.strategy,
-        "iterations": auto_budget(config),
+        "iterations": Schedule.resolve(config, schedule).iterations,
         "network": report.network,
         "shape": list(reference.shape),
     }
@@ -194,10 +195,17 @@ def _lost_bound(segment: dict[str, Any]) -> float:
     return segment["cpu_seconds"] / max(1, finished)
 
 
+def case_key(record: dict[str, Any]) -> tuple[str, str, int, str]:
+    """(dataset, image, scale, schedule asked): the runs one table row compares (records
+    logged before ``--schedule`` existed ran ``auto``)."""
+    return (record["dataset"], record["name"], record["scale"],
+            record.get("schedule", AUTO))
+
+
 def table(records: list[dict[str, Any]]) -> str:
     paper = paper_fits(read_log(QUALITY_LOG))
-    runs = {(r["dataset"], r["name"], r["scale"], r["mode"]): r for r in records}
-    cases = sorted({k[:3] for k in runs})
+    runs = {(*case_key(r), r["mode"]): r for r in records}
+    cases = sorted({k[:4] for k in runs}, key=lambda k: (*k[:3], k[3] != AUTO, k[3]))
     lines = [
         "| dataset | image | scale | tiles | schedule, iterations | bicubic "
         "| paper, 1000 its (whole image) | per-tile (`auto`) | raster | vs per-tile | hybrid "
@@ -219,9 +227,10 @@ def table(records: list[dict[str, Any]]) -> str:
         }
         seconds = " / ".join("-" if got[m] is None else f"{got[m]['cpu_seconds']:.0f}"
                              for m in MODES)
-        p = paper.get(key)
+        p = paper.get(key[:3])
+        schedule = first["strategy"] if key[3] == AUTO else f"{key[3]} (asked)"
         lines.append(
-            f"| {key[0]} | {key[1]} | x{key[2]} | {first['tiles']} | {first['strategy']}, "
+            f"| {key[0]} | {key[1]} | x{key[2]} | {first['tiles']} | {schedule}, "
             f"{first['iterations']} | "
             f"{first['bicubic']:.3f} | "
             f"{'-' if p is None else f'{p:.3f}'} | {cells['tile']} | {cells['raster']} | "
@@ -246,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                         "holds them (the table shows the latest run of each)")
     parser.add_argument("--datasets", default="rmnp,synthetic,middlebury")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--schedule", default=AUTO, choices=SCHEDULES,
+                        help="the schedule of every run (default: auto, the tool's default); "
+                        "another is a row of its own in the table")
     parser.add_argument("--middlebury", type=Path, default=DEFAULT_MIDDLEBURY)
     parser.add_argument("--middlebury-limit", type=int, default=None)
     parser.add_argument("--synthetic-count", type=int, default=2)
@@ -262,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         args.datasets, args.resume = "", True
     done = set()
     if args.resume and not args.redo:
-        done = {(r["dataset"], r["name"], r["scale"], r["mode"]) for r in read_log(args.log)}
+        done = {(*case_key(r), r["mode"]) for r in read_log(args.log)}
     elif args.log.exists() and not args.resume:
         args.log.unlink()
     modes = args.modes.split(",")
@@ -276,15 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in datasets:
         for case in generators[dataset]():
             for mode in modes:
-                if (case.dataset, case.name, case.scale, mode) in done:
+                if (case.dataset, case.name, case.scale, args.schedule, mode) in done:
                     continue
                 if args.work is not None:
-                    folder = args.work / f"{case.name}-x{case.scale}"
+                    suffix = "" if args.schedule == AUTO else f"-{args.schedule}"
+                    folder = args.work / f"{case.name}-x{case.scale}{suffix}"
                     folder.mkdir(parents=True, exist_ok=True)
-                    record = run_mode(case, mode, folder)
+                    record = run_mode(case, mode, folder, args.schedule)
                 else:
                     with tempfile.TemporaryDirectory() as tmp:
-                        record = run_mode(case, mode, Path(tmp))
+                        record = run_mode(case, mode, Path(tmp), args.schedule)
                 print(json.dumps(record), flush=True)
                 append_log(args.log, record)
     records = read_log(args.log)
