@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # memory, _report
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
-from _report import machine_description, write_section  # noqa: E402
+from _report import append_log, machine_description, read_log, write_section  # noqa: E402
 from memory import DEFAULT_DSM, cli_command, write_inputs  # noqa: E402
 
 from mmsr_geo.allocation import OPT_OUT, SETTINGS  # noqa: E402
@@ -182,9 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="fit,raster,tile")
     parser.add_argument("--log", type=Path, help="JSON lines of every run")
     parser.add_argument("--write", type=Path, help="BENCHMARKS.md to update")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="print the table of --log's runs")
     args = parser.parse_args(argv)
     if args.fit_child:
         print(json.dumps(fit_child(args.fit_child == "on")))
+        return 0
+    if args.tables_only:
+        print(table(read_log(args.log)))
         return 0
     parts = args.parts.split(",")
     records = fit_part(args.runs) if "fit" in parts else []
@@ -193,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         records += cli_part(args.dsm, args.runs, modes)
     elif modes:
         print(f"{args.dsm} not found: the CLI parts are skipped", file=sys.stderr)
-    if args.log:
-        with args.log.open("a") as log:
-            log.writelines(json.dumps(r) + "\n" for r in records)
+    for record in records if args.log else []:
+        append_log(args.log, record)
     text = "\n".join([
         "## Freed memory kept for reuse (`benchmarks/allocation.py`)",
         "",
