@@ -4,7 +4,8 @@ Errors the user can act on (:class:`~mmsr_geo.errors.MmsrGeoError`, GDAL's I/O e
 disk or a permission denied) are one line on stderr and exit status 1; usage errors exit 2 (as
 Click does); anything else is a bug and says so: "internal error", exit status 70
 (``EX_SOFTWARE``), the traceback with ``--debug``. Ctrl-C exits with 130, SIGTERM with 143,
-both after removing temporaries (checkpoints stay for the rerun).
+both after removing temporaries (checkpoints stay for the rerun). Every command keeps freed
+memory for reuse (:mod:`mmsr_geo.allocation`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import click
 from rasterio.errors import RasterioError
 
+from mmsr_geo.allocation import keep_freed_memory
 from mmsr_geo.errors import MmsrGeoError
 from mmsr_geo.progress import BarProgress, JsonProgress, Progress
 from mmsr_geo.raster_io import GDALError
@@ -115,6 +117,7 @@ def reporting_command(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(
         *args: Any, quiet: bool, verbose: int, debug: bool, progress_mode: str, **kwargs: Any
     ) -> Any:
+        keep_freed_memory()  # this process and the workers it starts (mmsr_geo.allocation)
         as_json = progress_mode == "json"
         _configure_logging(quiet, verbose, as_json)
         progress = make_progress(progress_mode, quiet)

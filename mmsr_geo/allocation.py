@@ -10,9 +10,10 @@ kernel again: in a raster-level run on 2 cores 10.7 of its 44 CPU seconds were s
 trim threshold, freed blocks stay in the heap and the next pass reuses them: the process
 keeps the memory of its largest step, which it needed anyway.
 
-The command line asks for this (``mmsr_geo_cli``) unless ``MMSR_GEO_KEEP_FREED_MEMORY=0``
-is in its environment; a library user opts in by calling :func:`keep_freed_memory`, or with
-glibc's variables (:data:`SETTINGS`) in the environment of a process.
+Every command of the command line asks for this when it starts (``mmsr_geo_cli.common``)
+unless ``MMSR_GEO_KEEP_FREED_MEMORY=0`` is in its environment; a library user opts in by
+calling :func:`keep_freed_memory`, or with glibc's variables (:data:`SETTINGS`) in the
+environment of a process.
 """
 
 from __future__ import annotations
