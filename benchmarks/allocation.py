@@ -13,8 +13,8 @@ How: fresh processes, the setting on and off in turn (on, off, on, off, ...), on
    the guide (``memory.py``'s inputs; 1 MP of output, 25 default tiles), ``--fit raster
    --iterations 2`` (a training of 6 steps: the time is the forward passes and the stages
    around them) and ``--fit tile --iterations 4``; "off" runs with
-   ``MMSR_GEO_KEEP_FREED_MEMORY=0``. Wall, user and system seconds and peak RSS of the child
-   (``os.wait4``), and whether the two outputs are the same bit for bit.
+   ``MMSR_GEO_KEEP_FREED_MEMORY=0``. Wall, CPU and system seconds and peak RSS of the child
+   (``scaling.run_child``), and whether the two outputs are the same bit for bit.
 
     python benchmarks/allocation.py --write BENCHMARKS.md
 """
@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,16 +32,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # memory, _report
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # memory, scaling, _report
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
 from _report import append_log, machine_description, read_log, write_section  # noqa: E402
 from memory import DEFAULT_DSM, cli_command, write_inputs  # noqa: E402
+from scaling import run_child  # noqa: E402
 
 from mmsr_geo.allocation import OPT_OUT, SETTINGS  # noqa: E402
-
-SETTINGS_OFF = {OPT_OUT: "0"}
 
 
 def fit_child(on: bool) -> dict[str, float]:
@@ -71,39 +69,23 @@ def fit_child(on: bool) -> dict[str, float]:
     }
 
 
-def run_child(command: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Wall, user and system seconds and peak RSS (MB) of one child."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    assert process.stdout is not None and process.stderr is not None
-    out, err = process.stdout.read(), process.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{err[-2000:]}")
-    return {
-        "seconds": time.perf_counter() - started,
-        "user_seconds": usage.ru_utime,
-        "sys_seconds": usage.ru_stime,
-        "peak_rss_mb": usage.ru_maxrss / 1024,
-        "stdout": out,
-    }
-
-
 def _env(on: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS and k != OPT_OUT}
-    return env if on else {**env, **SETTINGS_OFF}
+    return env if on else {**env, OPT_OUT: "0"}
 
 
 def fit_part(runs: int) -> list[dict]:
     records = []
-    for i in range(2 * runs):
-        on = i % 2 == 0
-        child = run_child([sys.executable, __file__, "--fit-child", "on" if on else "off"],
-                          _env(True))
-        record = {"part": "fit", "on": on, **json.loads(child["stdout"].splitlines()[-1])}
-        records.append(record)
-        print(json.dumps(record), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "fit.log"
+        for i in range(2 * runs):
+            on = i % 2 == 0
+            run_child([sys.executable, __file__, "--fit-child", "on" if on else "off"], log,
+                      _env(True))
+            measured = json.loads(log.read_text().strip().splitlines()[-1])
+            record = {"part": "fit", "on": on, **measured}
+            records.append(record)
+            print(json.dumps(record), flush=True)
     return records
 
 
@@ -121,8 +103,7 @@ def cli_part(dsm: Path, runs: int, modes: list[str]) -> list[dict]:
                 command = [*cli_command(), "upscale", str(source), "-g", str(guide), "-s", "4",
                            "-o", str(output), "--fit", mode, "--iterations", iterations,
                            "--device", "cpu", "-q", "--overwrite"]
-                child = run_child(command, _env(on))
-                child.pop("stdout")
+                child = run_child(command, folder / f"{mode}.log", _env(on))
                 with rasterio.open(output) as src:
                     outputs[on] = src.read(1)
                 record = {"part": mode, "on": on, **child}
@@ -145,11 +126,11 @@ def table(records: list[dict]) -> str:
         medians = {}
         for on in (True, False):
             rows = [r for r in records if r["part"] == part and r["on"] == on]
-            cpu = [r.get("user_seconds", 0) + r["sys_seconds"] for r in rows]
             medians[on] = {
                 "seconds": statistics.median(r["seconds"] for r in rows),
                 "sys": statistics.median(r["sys_seconds"] for r in rows),
-                "cpu": statistics.median(cpu) if part != "fit" else None,
+                "cpu": statistics.median(r["cpu_seconds"] for r in rows)
+                if part != "fit" else None,
                 "peak": statistics.median(r["peak_rss_mb"] for r in rows),
                 "runs": len(rows),
                 "same": rows[0].get("same_output"),

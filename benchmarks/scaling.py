@@ -48,11 +48,14 @@ TILE_PROBE_ITERATIONS = (4, 12)
 """Iterations of the two per-tile runs the per-tile time is projected from."""
 
 
-def run_child(command: list[str], log: Path) -> dict[str, float]:
-    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one child."""
+def run_child(
+    command: list[str], log: Path, env: dict[str, str] | None = None
+) -> dict[str, float]:
+    """Wall seconds, CPU seconds (user + system; system alone too) and peak RSS (MB) of one
+    child, its output in ``log``."""
     started = time.perf_counter()
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(process.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
@@ -60,6 +63,7 @@ def run_child(command: list[str], log: Path) -> dict[str, float]:
     return {
         "seconds": time.perf_counter() - started,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "sys_seconds": usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024,
     }
 
