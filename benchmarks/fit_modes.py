@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                         "holds them (the table shows the latest run of each)")
     parser.add_argument("--datasets", default="rmnp,synthetic,middlebury")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--only", help="case names to run (comma-separated; default: all)")
+    parser.add_argument("--scales", help="scales to run (comma-separated; default: all)")
     parser.add_argument("--schedule", default=AUTO, choices=SCHEDULES,
                         help="the schedule of every run (default: auto, the tool's default); "
                         "another is a row of its own in the table")
@@ -287,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     for dataset in datasets:
         for case in generators[dataset]():
+            if args.only and case.name not in args.only.split(","):
+                continue
+            if args.scales and str(case.scale) not in args.scales.split(","):
+                continue
             for mode in modes:
                 if (case.dataset, case.name, case.scale, args.schedule, mode) in done:
                     continue

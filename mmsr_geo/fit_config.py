@@ -57,6 +57,10 @@ class FitConfig:
     convolution starting at zero, so the fit starts from that upsampling's quality."""
     average_last: int = 0
     """Average the predictions of the last this many iterations (0: the last one alone)."""
+    level_sigma: float = 0.0
+    """0: the paper's network; > 0: the network works around the source's local level, a
+    Gaussian mean of this sigma in source pixels (:mod:`mmsr_geo.levels`; the raster-level
+    fit's networks from scratch)."""
 
     @classmethod
     def from_preset(cls, preset: str, **settings: Any) -> FitConfig:
@@ -86,6 +90,10 @@ class FitConfig:
             raise InputError(
                 f"unknown residual {self.residual!r}: choose one of {', '.join(RESIDUALS)}"
             )
+        if self.level_sigma < 0:
+            raise InputError(f"level_sigma must be >= 0, got {self.level_sigma}")
+        if self.level_sigma > 0 and self.residual != "none":
+            raise InputError("a network around the local level starts from scratch: residual none")
         if not 0 <= self.average_last <= self.iterations:
             raise InputError(
                 f"average_last must be between 0 and the iterations, got {self.average_last}"

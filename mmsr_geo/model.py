@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .levels import local_level
 from .ops import cross_domain_filter
 
 ConvFactory = Callable[[int, int, int], nn.Module]
@@ -102,6 +103,10 @@ class MMSRNet(nn.Module):
         copies: independent networks in one module (grouped convolutions, see
             :class:`GroupedConv2d`): the batch must then hold ``copies`` images, image i going
             through network i. :meth:`stacked` builds one from ordinary networks.
+        level_sigma: 0 (the paper's network) or the Gaussian, in source pixels, of the local
+            level the network works around (:mod:`mmsr_geo.levels`): it is then given the
+            source minus its level, times ``detail_gain`` (a buffer, set before training),
+            and adds the level back to its output.
     """
 
     def __init__(
@@ -115,6 +120,7 @@ class MMSRNet(nn.Module):
         guide_to_source: bool = True,
         filter_backend: str = "auto",
         copies: int = 1,
+        level_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         self.guide_channels = guide_channels
@@ -125,6 +131,9 @@ class MMSRNet(nn.Module):
         self.guide_to_source = guide_to_source
         self.filter_backend = filter_backend
         self.copies = copies
+        self.level_sigma = level_sigma
+        if level_sigma > 0:
+            self.register_buffer("detail_gain", torch.ones(copies))
         conv: ConvFactory = _conv
         if copies > 1:
             def conv(i: int, o: int, k: int) -> nn.Module:
@@ -156,15 +165,26 @@ class MMSRNet(nn.Module):
             guide_to_source=first.guide_to_source,
             filter_backend=first.filter_backend,
             copies=len(networks),
+            level_sigma=first.level_sigma,
         )
         states = [n.state_dict() for n in networks]
         with torch.no_grad():
             for name, tensor in grouped.state_dict().items():
-                tensor.copy_(torch.stack([state[name] for state in states]))
+                tensor.copy_(torch.stack([state[name] for state in states]).view_as(tensor))
         return grouped
 
     def forward(self, source_lr: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """HR source (B, 1, H, W) from the LR source (B, 1, h, w) and the guide (B, C, H, W)."""
+        if self.level_sigma > 0:
+            level = local_level(source_lr, self.level_sigma)
+            gain = self.detail_gain.view(-1, 1, 1, 1)
+            detail = self._predict((source_lr - level) * gain, guide) / gain
+            return detail + F.interpolate(
+                level, size=guide.shape[-2:], mode="bilinear", align_corners=False
+            )
+        return self._predict(source_lr, guide)
+
+    def _predict(self, source_lr: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         upsampled = F.interpolate(
             source_lr, size=guide.shape[-2:], mode="bilinear", align_corners=False
         )

@@ -53,6 +53,7 @@ class NetworkWeights:
             s2g_kernel=self.config.s2g_kernel,
             g2s_kernel=self.config.g2s_kernel,
             features=self.config.features,
+            level_sigma=self.config.level_sigma,
         )
         model.load_state_dict(self.state_dict())
         return model.to(device)

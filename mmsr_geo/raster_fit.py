@@ -29,6 +29,7 @@ from .devices import resolve_device
 from .errors import InputError
 from .fit import FitResult, ProgressCallback, fit_many, results_of
 from .fit_config import FitConfig, resolve_precision
+from .levels import LEVEL_SIGMA, detail_gain
 from .model import MMSRNet
 from .network_weights import NetworkWeights, weights_of
 from .normalisation import Normalisation, normalisation_stats
@@ -60,12 +61,12 @@ FINETUNE_LR_FACTOR = 0.03
 """A hybrid tile's fine-tune runs at this share of the strategy's learning rate: Adam's first
 steps move every weight by about the learning rate whatever the gradient, and at the full
 0.002 thirty steps undid the raster network (RMNP x4: 44.1 m against 35.5 m)."""
-MAX_POOL = 512
-"""Most crops sampled from one raster: one per tile up to this many, so that crops come from
-every part of the raster, while reading and holding them stays bounded (512 crops of 96 x 96
-output pixels with a 3-band guide: 94 MB)."""
-MIN_POOL = 32
-"""Fewest crops sampled (several per tile on a raster of few tiles)."""
+POOL = 512
+"""Crops sampled from one raster: several per tile on a raster of few tiles, tiles spread over
+the tile plan on one of more, so that crops come from every part of it, while reading and
+holding them stays bounded (512 crops of 96 x 96 output pixels with a 3-band guide: 94 MB).
+Every crop counts: on the 16-tile Middlebury mosaic, the same 900 steps drawn from 512 crops
+gave 3.58 against 3.98 from 32 (one per tile, the earlier rule; BENCHMARKS.md, "Fit modes")."""
 
 
 def default_crop_size(scale: int) -> int:
@@ -83,7 +84,7 @@ class CropBudget:
     steps: int
     crop_size: int
     crops_per_step: int = CROPS_PER_STEP
-    pool: int = MIN_POOL
+    pool: int = POOL
 
     def __post_init__(self) -> None:
         for name in ("steps", "crop_size", "crops_per_step", "pool"):
@@ -95,12 +96,6 @@ class CropBudget:
         """Output pixels times iterations the training costs (a per-tile fit of a 256 x 256
         tile for 300 iterations costs 19.7 M)."""
         return self.steps * self.crops_per_step * (self.crop_size * scale) ** 2
-
-
-def pool_size(tiles: int) -> int:
-    """Crops to sample from a raster of ``tiles`` tiles with data: one per tile, between
-    :data:`MIN_POOL` and :data:`MAX_POOL`."""
-    return min(MAX_POOL, max(MIN_POOL, tiles))
 
 
 @dataclass(frozen=True)
@@ -132,14 +127,16 @@ def train_network(
     over the step's crops of the masked L1 cycle loss; Adam, weight decay, learning-rate
     schedule and residual start are ``config``'s, with ``config.iterations`` replaced by the
     budget's steps. With ``config.average_last`` the weights of the last that many steps are
-    averaged (the per-tile fit averages predictions; one network averages its weights).
+    averaged (the per-tile fit averages predictions; one network averages its weights). A
+    network from scratch (residual none) works around the local level (:data:`LEVEL_SIGMA`,
+    :mod:`mmsr_geo.levels`), its detail scaled by the spread of the crops' detail.
     """
     if not crops:
         raise InputError("no crop with data to train on: the raster has no valid pixel")
     shapes = {(c.source.shape, c.guide.shape) for c in crops}
     if len(shapes) != 1:
         raise InputError(f"crops of one shape are needed, got {sorted(shapes)}")
-    config = _sized(config, budget.steps)
+    config = _sized(_levelled(config), budget.steps)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     started = time.perf_counter()
@@ -155,6 +152,8 @@ def train_network(
     if config.residual != "none":  # the training starts exactly at the upsampling
         torch.nn.init.zeros_(model.head[-1].weight)
         torch.nn.init.zeros_(model.head[-1].bias)
+    if config.level_sigma > 0:
+        model.detail_gain.fill_(detail_gain(lr, weight, config.level_sigma))
     model = model.to(device)
     optimiser, schedule = make_optimiser(model, config)
     order = _crop_order(len(crops), budget, config.seed)
@@ -181,6 +180,14 @@ def train_network(
     return weights_of(
         model, guide.shape[1], config, config.iterations, started, loss_value, device
     )
+
+
+def _levelled(config: FitConfig) -> FitConfig:
+    """``config`` with the local level split for a network from scratch (a residual start
+    already works around the upsampled source)."""
+    if config.residual != "none" or config.level_sigma > 0:
+        return config
+    return dataclasses.replace(config, level_sigma=LEVEL_SIGMA)
 
 
 def _sized(config: FitConfig, steps: int) -> FitConfig:
@@ -265,6 +272,7 @@ def finetune_many(
         g2s_kernel=weights.config.g2s_kernel,
         features=weights.config.features,
         residual=weights.config.residual,
+        level_sigma=weights.config.level_sigma,
         learning_rate=config.learning_rate * FINETUNE_LR_FACTOR,
     )
     return fit_many(

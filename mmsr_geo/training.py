@@ -116,6 +116,7 @@ def new_network(config: FitConfig, guide_channels: int, seed: int) -> MMSRNet:
             s2g_kernel=config.s2g_kernel,
             g2s_kernel=config.g2s_kernel,
             features=config.features,
+            level_sigma=config.level_sigma,
         )
 
 

@@ -21,6 +21,7 @@ from mmsr_geo.errors import InputError
 from mmsr_geo.executors import SerialExecutor
 from mmsr_geo.fit import fit
 from mmsr_geo.fit_config import FitConfig
+from mmsr_geo.levels import LEVEL_SIGMA
 from mmsr_geo.metrics import rmse
 from mmsr_geo.normalisation import normalisation_stats
 from mmsr_geo.raster_fit import (
@@ -150,6 +151,7 @@ def test_raster_and_hybrid_runs_write_the_grid_and_record_the_network(tmp_path: 
     facts = _run_facts(tmp_path / "hybrid.tif")
     assert facts["fit_mode"] == "hybrid" and facts["raster_fit"]["finetune"] == 2
     assert facts["raster_fit"]["network"] == reports["raster"].network
+    assert facts["raster_fit"]["level_sigma"] == LEVEL_SIGMA  # a network from scratch
     assert facts["iterations"]["max"] == 2 and _run_facts(tmp_path / "raster.tif")[
         "iterations"]["max"] == 0
     assert "fit_mode" not in _run_facts(tmp_path / "tile.tif")  # --fit tile: as before

@@ -26,7 +26,6 @@ from ..raster_fit import (
     TRAINING_STEPS_FACTOR,
     CropBudget,
     default_crop_size,
-    pool_size,
 )
 from ..selection import Choice, choose_auto
 from .plan import RunPlan
@@ -78,7 +77,6 @@ def choose_mode(plan: RunPlan) -> FitMode:
         steps=TRAINING_STEPS_FACTOR * iterations,
         crop_size=request.crop_size or default_crop_size(grid.scale),
         crops_per_step=request.crops_per_step or CROPS_PER_STEP,
-        pool=pool_size(len(tiles)),
     )
     name, reason = request.fit_mode, "asked"
     if name == "auto":

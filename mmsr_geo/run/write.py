@@ -243,10 +243,10 @@ def run_facts(
     """Facts of the result for the ``MMSR_RUN`` tag: the strategy (and, when ``auto`` chose
     it, every candidate's score one scale down), devices, precisions, tiles with data, cycle
     RMSE, iterations used; for a raster-level or hybrid fit the mode, why, the training's
-    budget and the network's fingerprint; with ``--register auto`` the guide's estimated
-    offset and whether it was corrected; with ``--consistency exact`` the largest |block
-    mean - source| of the stored output; with ``--confidence`` the band's file, measure,
-    mean and largest value.
+    budget, the network's local-level sigma and fingerprint; with ``--register auto`` the
+    guide's estimated offset and whether it was corrected; with ``--consistency exact`` the
+    largest |block mean - source| of the stored output; with ``--confidence`` the band's
+    file, measure, mean and largest value.
 
     Only what the result determines (no timings, no count of resumed tiles), so a resumed
     run writes the very bytes of an uninterrupted one.
@@ -264,6 +264,7 @@ def run_facts(
                 "crop_size": fit.mode.budget.crop_size,
                 "pool": fit.mode.budget.pool,
                 "finetune": fit.mode.finetune,
+                "level_sigma": network.config.level_sigma,
                 "network": network.fingerprint,
             },
         }
