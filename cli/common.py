@@ -72,6 +72,10 @@ def _configure_logging(quiet: bool, verbose: int, as_json: bool) -> None:
     logging.captureWarnings(True)
     # a library warning is one line for the user, not "file:line: UserWarning: ... <source>"
     warnings.formatwarning = lambda message, *args, **kwargs: str(message)
+    # deprecation notices speak to the developers of the libraries we call (rasterio's use of
+    # affine 3's `*`), not to users: Python hides them by default, and so do we
+    for category in (DeprecationWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
     # rasterio reports GDAL's own complaints at WARNING; they are ours to word
     logging.getLogger("rasterio").setLevel(max(level, logging.ERROR))
 
