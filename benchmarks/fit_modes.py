@@ -121,7 +121,8 @@ def write_case(case: Case, folder: Path) -> tuple[Path, Path, np.ndarray, np.nda
     return lr_path, guide_path, reference, mask
 
 
-def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO) -> dict[str, Any]:
+def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO,
+             level_sigma: float = 0.0) -> dict[str, Any]:
     lr_path, guide_path, reference, mask = write_case(case, folder)
     size, overlap = tile_size_for(case)
     output = folder / f"{mode}.tif"
@@ -133,6 +134,7 @@ def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO) -> dict[
         report = upscale_raster(
             lr_path, guide_path, output, scale=case.scale, config=config, schedule=schedule,
             fit_mode=mode, tile_size=size, overlap=overlap, overwrite=True,
+            level_sigma=(level_sigma or None) if mode != "tile" else None,
         )
     except KeyboardInterrupt:  # a long run stopped to go on later (--work): log its cost
         _add_segment(folder, mode, time.perf_counter() - wall, time.process_time() - cpu,
@@ -160,6 +162,7 @@ def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO) -> dict[
         "tile_size": size,
         "overlap": overlap,
         "schedule": schedule,
+        **({"level_sigma": level_sigma} if level_sigma and mode != "tile" else {}),
         "strategy": report.strategy,
         "iterations": Schedule.resolve(config, schedule).iterations,
         "network": report.network,
@@ -196,10 +199,12 @@ def _lost_bound(segment: dict[str, Any]) -> float:
 
 
 def case_key(record: dict[str, Any]) -> tuple[str, str, int, str]:
-    """(dataset, image, scale, schedule asked): the runs one table row compares (records
-    logged before ``--schedule`` existed ran ``auto``)."""
-    return (record["dataset"], record["name"], record["scale"],
-            record.get("schedule", AUTO))
+    """(dataset, image, scale, schedule asked and local-level sigma): the runs one table row
+    compares (records logged before ``--schedule`` existed ran ``auto``; a sigma other than 0
+    is a row of its own, ``schedule, level SIGMA``)."""
+    sigma = record.get("level_sigma", 0.0)
+    asked = record.get("schedule", AUTO) + (f", level {sigma:g}" if sigma else "")
+    return record["dataset"], record["name"], record["scale"], asked
 
 
 def table(records: list[dict[str, Any]]) -> str:
@@ -214,6 +219,8 @@ def table(records: list[dict[str, Any]]) -> str:
     ]
     for key in cases:
         got = {m: runs.get((*key, m)) for m in MODES}
+        if got["tile"] is None and ", level" in key[3]:  # the per-tile fit has no level
+            got["tile"] = runs.get((*key[:3], key[3].split(", level")[0], "tile"))
         first = next(r for r in got.values() if r is not None)
         cells = {
             m: "-" if got[m] is None else f"{got[m]['rmse']:.3f}"
@@ -229,6 +236,8 @@ def table(records: list[dict[str, Any]]) -> str:
                              for m in MODES)
         p = paper.get(key[:3])
         schedule = first["strategy"] if key[3] == AUTO else f"{key[3]} (asked)"
+        if key[3].startswith(f"{AUTO}, "):  # auto with a level: the strategy it chose
+            schedule = f"{first['strategy']}{key[3][len(AUTO):]} (asked)"
         lines.append(
             f"| {key[0]} | {key[1]} | x{key[2]} | {first['tiles']} | {schedule}, "
             f"{first['iterations']} | "
@@ -255,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                         "holds them (the table shows the latest run of each)")
     parser.add_argument("--datasets", default="rmnp,synthetic,middlebury")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--level-sigma", type=float, default=0.0,
+                        help="the raster and hybrid runs' local-level sigma (0: off); a row "
+                        "of its own, whose per-tile column is the same schedule's without it")
     parser.add_argument("--only", help="case names to run (comma-separated; default: all)")
     parser.add_argument("--scales", help="scales to run (comma-separated; default: all)")
     parser.add_argument("--schedule", default=AUTO, choices=SCHEDULES,
@@ -294,16 +306,19 @@ def main(argv: list[str] | None = None) -> int:
             if args.scales and str(case.scale) not in args.scales.split(","):
                 continue
             for mode in modes:
-                if (case.dataset, case.name, case.scale, args.schedule, mode) in done:
+                level = args.level_sigma if mode != "tile" else 0.0
+                key = case_key({"dataset": case.dataset, "name": case.name, "scale": case.scale,
+                                "schedule": args.schedule, "level_sigma": level})
+                if (*key, mode) in done:
                     continue
                 if args.work is not None:
                     suffix = "" if args.schedule == AUTO else f"-{args.schedule}"
                     folder = args.work / f"{case.name}-x{case.scale}{suffix}"
                     folder.mkdir(parents=True, exist_ok=True)
-                    record = run_mode(case, mode, folder, args.schedule)
+                    record = run_mode(case, mode, folder, args.schedule, level)
                 else:
                     with tempfile.TemporaryDirectory() as tmp:
-                        record = run_mode(case, mode, Path(tmp), args.schedule)
+                        record = run_mode(case, mode, Path(tmp), args.schedule, level)
                 print(json.dumps(record), flush=True)
                 append_log(args.log, record)
     records = read_log(args.log)

@@ -130,6 +130,12 @@ def format_table(scores: list[PairScores], mean: PairScores) -> str:
     "crops of the image, then applied to all of it (what 'upscale --fit raster' does across "
     "a raster); hybrid: that network fine-tuned on the image for a tenth of the iterations.",
 )
+@click.option(
+    "--level-sigma",
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --fit raster or hybrid: the network works around the source's local level, "
+    "as 'upscale --level-sigma' [default: off].",
+)
 @register_option
 @consistency_option
 @click.option(
@@ -178,6 +184,7 @@ def evaluate(
     schedule: str,
     iterations: int | None,
     fit_mode: str,
+    level_sigma: float | None,
     register: str,
     consistency: str,
     preset: str | None,
@@ -264,6 +271,7 @@ def evaluate(
             fit_mode=fit_mode,
             register=register,
             consistency=consistency,
+            level_sigma=level_sigma or 0.0,
         )
         scores.append(score)
         progress.tile_finished(score.seconds)
@@ -279,6 +287,7 @@ def evaluate(
             "schedule": schedule,
             "iterations": iterations,
             "fit_mode": fit_mode,
+            "level_sigma": level_sigma,
             "register": register,
             "consistency": consistency,
             "preset": preset,

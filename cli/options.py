@@ -123,6 +123,13 @@ fit_options = _group(
         help="Raster-level training: crops optimised together in every step [default: 2].",
     ),
     click.option(
+        "--level-sigma",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Raster-level training: the network works around the source's local level, a "
+        "Gaussian mean of this sigma in SOURCE pixels (3 measured best), for a raster of very "
+        "different scenes; it made one DEM worse (README, 'Fit modes') [default: off].",
+    ),
+    click.option(
         "--finetune",
         type=click.IntRange(min=1),
         help="Hybrid fit: iterations of every tile's fit from the raster network [default: a "

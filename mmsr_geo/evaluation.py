@@ -27,7 +27,7 @@ from .fit import ProgressCallback, fit
 from .fit_config import FitConfig
 from .metrics import PixelSize, mae, pixel_sizes, rmse, slope_rmse
 from .normalisation import fill_invalid
-from .raster_fit import fit_raster
+from .raster_fit import TRAINING_STEPS_FACTOR, CropBudget, default_crop_size, fit_raster
 from .registration import NO_REGISTRATION, REGISTER_MODES, Registration, register_guide
 from .selection import choose_auto
 from .strategies import Schedule
@@ -108,6 +108,7 @@ def run_protocol(
     fit_mode: str = "tile",
     register: str = "auto",
     consistency: str = DEFAULT_CONSISTENCY,
+    level_sigma: float = 0.0,
 ) -> ProtocolRun:
     """Pool the reference by ``scale`` and super-resolve it back, with MMSR and bicubic.
 
@@ -172,8 +173,12 @@ def run_protocol(
     if fit_mode == "tile":
         result = fit(lr_filled, guide, scale, config, mask=lr_mask, progress=progress)
     else:
+        budget = CropBudget(
+            steps=TRAINING_STEPS_FACTOR * config.iterations, crop_size=default_crop_size(scale),
+            level_sigma=level_sigma,
+        )
         result = fit_raster(
-            lr_filled, guide, scale, config, mask=lr_mask, progress=progress,
+            lr_filled, guide, scale, config, mask=lr_mask, progress=progress, budget=budget,
             finetune=max(1, config.iterations // 10) if fit_mode == "hybrid" else 0,
         )
     prediction = result.prediction.astype(np.float64)
@@ -211,6 +216,7 @@ def evaluate_pair(
     fit_mode: str = "tile",
     register: str = "auto",
     consistency: str = DEFAULT_CONSISTENCY,
+    level_sigma: float = 0.0,
 ) -> PairScores:
     """Run the paper's protocol on one (H, W) reference and its (C, H, W) guide.
 
@@ -238,10 +244,14 @@ def evaluate_pair(
             ``off``.
         consistency: ``exact`` (the prediction projected so that every valid block averages
             to its LR pixel, :mod:`mmsr_geo.consistency`) or ``off``.
+        level_sigma: with ``raster`` or ``hybrid``, > 0 makes the network work around the
+            source's local level (``upscale --level-sigma``, :mod:`mmsr_geo.levels`).
     """
     if register not in REGISTER_MODES:
         raise InputError(f"register must be one of {', '.join(REGISTER_MODES)}, not {register!r}")
     check_consistency(consistency)
+    if level_sigma and fit_mode == "tile":
+        raise InputError("a level sigma is for --fit raster or hybrid")
     run = run_protocol(
         reference,
         guide,
@@ -255,6 +265,7 @@ def evaluate_pair(
         fit_mode=fit_mode,
         register=register,
         consistency=consistency,
+        level_sigma=level_sigma,
     )
     valid = run.valid
     slope_scores: dict[str, float] = {}

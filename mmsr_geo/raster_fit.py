@@ -29,7 +29,7 @@ from .devices import resolve_device
 from .errors import InputError
 from .fit import FitResult, ProgressCallback, fit_many, results_of
 from .fit_config import FitConfig, resolve_precision
-from .levels import LEVEL_SIGMA, detail_gain
+from .levels import detail_gain
 from .model import MMSRNet
 from .network_weights import NetworkWeights, weights_of
 from .normalisation import Normalisation, normalisation_stats
@@ -65,8 +65,9 @@ POOL = 512
 """Crops sampled from one raster: several per tile on a raster of few tiles, tiles spread over
 the tile plan on one of more, so that crops come from every part of it, while reading and
 holding them stays bounded (512 crops of 96 x 96 output pixels with a 3-band guide: 94 MB).
-Every crop counts: on the 16-tile Middlebury mosaic, the same 900 steps drawn from 512 crops
-gave 3.58 against 3.98 from 32 (one per tile, the earlier rule; BENCHMARKS.md, "Fit modes")."""
+Every crop counts: the same 900 steps drawn from 512 crops instead of 32 (one per tile, the
+earlier rule) gave 4.196 against 4.359 on the 16-tile Middlebury mosaic and 35.84 against
+37.41 m on the RMNP DEM x4 (BENCHMARKS.md, "Fit modes")."""
 
 
 def default_crop_size(scale: int) -> int:
@@ -85,8 +86,14 @@ class CropBudget:
     crop_size: int
     crops_per_step: int = CROPS_PER_STEP
     pool: int = POOL
+    level_sigma: float = 0.0
+    """> 0: a network from scratch works around the source's local level
+    (:mod:`mmsr_geo.levels`, :data:`~mmsr_geo.levels.LEVEL_SIGMA` is the measured choice);
+    0: the paper's network."""
 
     def __post_init__(self) -> None:
+        if self.level_sigma < 0:
+            raise InputError(f"level sigma must be >= 0, got {self.level_sigma}")
         for name in ("steps", "crop_size", "crops_per_step", "pool"):
             value = getattr(self, name)
             if value < 1:
@@ -127,16 +134,16 @@ def train_network(
     over the step's crops of the masked L1 cycle loss; Adam, weight decay, learning-rate
     schedule and residual start are ``config``'s, with ``config.iterations`` replaced by the
     budget's steps. With ``config.average_last`` the weights of the last that many steps are
-    averaged (the per-tile fit averages predictions; one network averages its weights). A
-    network from scratch (residual none) works around the local level (:data:`LEVEL_SIGMA`,
-    :mod:`mmsr_geo.levels`), its detail scaled by the spread of the crops' detail.
+    averaged (the per-tile fit averages predictions; one network averages its weights). With
+    ``budget.level_sigma`` a network from scratch (residual none) works around the local
+    level (:mod:`mmsr_geo.levels`), its detail scaled by the spread of the crops' detail.
     """
     if not crops:
         raise InputError("no crop with data to train on: the raster has no valid pixel")
     shapes = {(c.source.shape, c.guide.shape) for c in crops}
     if len(shapes) != 1:
         raise InputError(f"crops of one shape are needed, got {sorted(shapes)}")
-    config = _sized(_levelled(config), budget.steps)
+    config = _sized(_levelled(config, budget.level_sigma), budget.steps)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     started = time.perf_counter()
@@ -182,12 +189,12 @@ def train_network(
     )
 
 
-def _levelled(config: FitConfig) -> FitConfig:
-    """``config`` with the local level split for a network from scratch (a residual start
-    already works around the upsampled source)."""
-    if config.residual != "none" or config.level_sigma > 0:
+def _levelled(config: FitConfig, sigma: float) -> FitConfig:
+    """``config`` with the local level split of ``sigma`` for a network from scratch (a
+    residual start already works around the upsampled source: it keeps ``config``'s)."""
+    if config.residual != "none" or sigma == 0:
         return config
-    return dataclasses.replace(config, level_sigma=LEVEL_SIGMA)
+    return dataclasses.replace(config, level_sigma=sigma)
 
 
 def _sized(config: FitConfig, steps: int) -> FitConfig:

@@ -112,9 +112,9 @@ class RunSettings:
     confidence: bool = False
     """Whether the uncertainty band is written beside the output (part of the output's
     identity, like ``consistency``)."""
-    raster_fit: tuple[tuple[str, int | None], ...] = ()
+    raster_fit: tuple[tuple[str, float | None], ...] = ()
     """The raster-level training's settings as asked (crop size, crops per step, fine-tune
-    iterations; None: the default)."""
+    iterations, local-level sigma; None: the default)."""
 
     def result_fields(self) -> dict[str, Any]:
         """The fields that decide the output's pixel values (plain data)."""

@@ -10,6 +10,7 @@ import torch
 from _rasters import terrain
 
 from mmsr_geo.errors import InputError
+from mmsr_geo.evaluation import evaluate_pair
 from mmsr_geo.fit_config import FitConfig
 from mmsr_geo.levels import LEVEL_SIGMA, detail_gain, local_level
 from mmsr_geo.model import MMSRNet
@@ -61,7 +62,7 @@ def test_a_network_from_scratch_trains_around_the_level_and_keeps_it() -> None:
     lr, guide = terrain(24, 24, 2)
     lr = lr + 1000.0  # far from zero: the level carries it
     stats = normalisation_stats(lr.astype(np.float64), guide)
-    budget = CropBudget(steps=30, crop_size=8, crops_per_step=2, pool=9)
+    budget = CropBudget(steps=30, crop_size=8, crops_per_step=2, pool=9, level_sigma=LEVEL_SIGMA)
     crops = array_crops(lr, guide, 2, budget, seed=0)
     scratch = FitConfig(iterations=30, features=8, s2g_kernel=3, g2s_kernel=3, device="cpu",
                         schedule="cosine")
@@ -77,3 +78,20 @@ def test_a_network_from_scratch_trains_around_the_level_and_keeps_it() -> None:
 
     residual = FitConfig(**{**scratch.__dict__, "residual": "bicubic"})
     assert train_network(crops, 2, residual, budget, stats).config.level_sigma == 0.0
+    plain = CropBudget(steps=30, crop_size=8, crops_per_step=2, pool=9)  # the default: off
+    assert train_network(crops, 2, scratch, plain, stats).config.level_sigma == 0.0
+
+
+def test_evaluate_measures_the_level_split_and_refuses_it_per_tile() -> None:
+    lr, guide = terrain(24, 24, 2)
+    reference = np.kron(lr, np.ones((2, 2))) + np.sin(np.arange(48) / 3)[None, :]
+    config = FitConfig(features=8, s2g_kernel=3, g2s_kernel=3, device="cpu")
+    scores = {
+        sigma: evaluate_pair(reference, guide, 2, config, schedule="cosine-avg", iterations=10,
+                             fit_mode="raster", level_sigma=sigma, register="off")
+        for sigma in (0.0, LEVEL_SIGMA)
+    }
+    assert all(np.isfinite(s.rmse) for s in scores.values())
+    assert scores[0.0].rmse != scores[LEVEL_SIGMA].rmse  # another network
+    with pytest.raises(InputError, match="level sigma is for --fit raster"):
+        evaluate_pair(reference, guide, 2, config, fit_mode="tile", level_sigma=LEVEL_SIGMA)

@@ -134,7 +134,7 @@ def test_raster_and_hybrid_runs_write_the_grid_and_record_the_network(tmp_path: 
         reports[mode] = upscale_raster(
             source, guide, tmp_path / f"{mode}.tif", scale=2, config=SMALL, schedule="paper",
             iterations=6, tile_size=8, overlap=2, fit_mode=mode, crop_size=8,
-            **({"finetune": 2} if mode == "hybrid" else {}),
+            level_sigma=LEVEL_SIGMA, **({"finetune": 2} if mode == "hybrid" else {}),
         ) if mode != "tile" else upscale_raster(
             source, guide, tmp_path / "tile.tif", scale=2, config=SMALL, schedule="paper",
             iterations=6, tile_size=8, overlap=2, fit_mode="tile",
@@ -151,7 +151,7 @@ def test_raster_and_hybrid_runs_write_the_grid_and_record_the_network(tmp_path: 
     facts = _run_facts(tmp_path / "hybrid.tif")
     assert facts["fit_mode"] == "hybrid" and facts["raster_fit"]["finetune"] == 2
     assert facts["raster_fit"]["network"] == reports["raster"].network
-    assert facts["raster_fit"]["level_sigma"] == LEVEL_SIGMA  # a network from scratch
+    assert facts["raster_fit"]["level_sigma"] == LEVEL_SIGMA  # asked, for a network from scratch
     assert facts["iterations"]["max"] == 2 and _run_facts(tmp_path / "raster.tif")[
         "iterations"]["max"] == 0
     assert "fit_mode" not in _run_facts(tmp_path / "tile.tif")  # --fit tile: as before
@@ -183,6 +183,8 @@ def test_bad_raster_settings_are_refused_before_any_work(tmp_path: Path) -> None
         ({"fit_mode": "tile", "crop_size": 8}, "for --fit raster, hybrid or auto"),
         ({"fit_mode": "raster", "finetune": 3}, "for --fit hybrid"),
         ({"fit_mode": "everything"}, "unknown fit mode"),
+        ({"fit_mode": "tile", "level_sigma": 3.0}, "level sigma is for --fit raster"),
+        ({"fit_mode": "raster", "level_sigma": 0.0}, "level sigma must be > 0"),
     ):
         request = UpscaleRequest(source, guide, 2, output=tmp_path / "o.tif", **changes)
         with pytest.raises(InputError, match=message):

@@ -77,6 +77,7 @@ def choose_mode(plan: RunPlan) -> FitMode:
         steps=TRAINING_STEPS_FACTOR * iterations,
         crop_size=request.crop_size or default_crop_size(grid.scale),
         crops_per_step=request.crops_per_step or CROPS_PER_STEP,
+        level_sigma=request.level_sigma or 0.0,
     )
     name, reason = request.fit_mode, "asked"
     if name == "auto":

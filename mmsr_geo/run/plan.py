@@ -183,6 +183,7 @@ def _plan(
             ("crop_size", request.crop_size),
             ("crops_per_step", request.crops_per_step),
             ("finetune", request.finetune),
+            ("level_sigma", request.level_sigma),
         ),
     )
     profile, cog_options = _profiles(request, grid, request.dtype, encoding.nodata)
@@ -276,6 +277,11 @@ def _check_fit_mode(request: UpscaleRequest) -> None:
             raise InputError(f"the {what} must be >= 1, got {value}")
     if request.fit_mode == "tile" and any(v is not None for v in raster.values()):
         raise InputError("a crop size or crops per step is for --fit raster, hybrid or auto")
+    if request.level_sigma is not None:
+        if request.level_sigma <= 0:
+            raise InputError(f"the level sigma must be > 0, got {request.level_sigma}")
+        if request.fit_mode == "tile":
+            raise InputError("a level sigma is for --fit raster, hybrid or auto")
     if request.finetune is not None and request.fit_mode not in ("hybrid", "auto"):
         raise InputError("fine-tune iterations are for --fit hybrid (or auto)")
 

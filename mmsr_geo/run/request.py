@@ -77,6 +77,10 @@ class UpscaleRequest:
     pixels, :func:`mmsr_geo.raster_fit.default_crop_size`)."""
     crops_per_step: int | None = None
     """Raster-level training: crops in every step (default 2)."""
+    level_sigma: float | None = None
+    """Raster-level training: the network works around the source's local level, a Gaussian
+    mean of this sigma in source pixels (:mod:`mmsr_geo.levels`; default: off). Measured
+    both ways: better on a mosaic of different scenes, worse on one DEM."""
     finetune: int | None = None
     """Hybrid mode: iterations of every tile's fit from the raster network (default: a tenth
     of the strategy's budget)."""
