@@ -134,7 +134,7 @@ def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO,
         report = upscale_raster(
             lr_path, guide_path, output, scale=case.scale, config=config, schedule=schedule,
             fit_mode=mode, tile_size=size, overlap=overlap, overwrite=True,
-            level_sigma=(level_sigma or None) if mode != "tile" else None,
+            level_sigma=level_sigma or None,
         )
     except KeyboardInterrupt:  # a long run stopped to go on later (--work): log its cost
         _add_segment(folder, mode, time.perf_counter() - wall, time.process_time() - cpu,
@@ -162,7 +162,7 @@ def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO,
         "tile_size": size,
         "overlap": overlap,
         "schedule": schedule,
-        **({"level_sigma": level_sigma} if level_sigma and mode != "tile" else {}),
+        **({"level_sigma": level_sigma} if level_sigma else {}),
         "strategy": report.strategy,
         "iterations": Schedule.resolve(config, schedule).iterations,
         "network": report.network,
@@ -198,19 +198,18 @@ def _lost_bound(segment: dict[str, Any]) -> float:
     return segment["cpu_seconds"] / max(1, finished)
 
 
-def case_key(record: dict[str, Any]) -> tuple[str, str, int, str]:
-    """(dataset, image, scale, schedule asked and local-level sigma): the runs one table row
-    compares (records logged before ``--schedule`` existed ran ``auto``; a sigma other than 0
-    is a row of its own, ``schedule, level SIGMA``)."""
-    sigma = record.get("level_sigma", 0.0)
-    asked = record.get("schedule", AUTO) + (f", level {sigma:g}" if sigma else "")
-    return record["dataset"], record["name"], record["scale"], asked
+def case_key(record: dict[str, Any]) -> tuple[str, str, int, str, float]:
+    """(dataset, image, scale, schedule asked, local-level sigma): the runs one table row
+    compares (records logged before ``--schedule`` existed ran ``auto``, before
+    ``--level-sigma`` without a level)."""
+    return (record["dataset"], record["name"], record["scale"],
+            record.get("schedule", AUTO), record.get("level_sigma", 0.0))
 
 
 def table(records: list[dict[str, Any]]) -> str:
     paper = paper_fits(read_log(QUALITY_LOG))
     runs = {(*case_key(r), r["mode"]): r for r in records}
-    cases = sorted({k[:4] for k in runs}, key=lambda k: (*k[:3], k[3] != AUTO, k[3]))
+    cases = sorted({k[:5] for k in runs}, key=lambda k: (*k[:3], k[3] != AUTO, k[3], k[4]))
     lines = [
         "| dataset | image | scale | tiles | schedule, iterations | bicubic "
         "| paper, 1000 its (whole image) | per-tile (`auto`) | raster | vs per-tile | hybrid "
@@ -219,8 +218,8 @@ def table(records: list[dict[str, Any]]) -> str:
     ]
     for key in cases:
         got = {m: runs.get((*key, m)) for m in MODES}
-        if got["tile"] is None and ", level" in key[3]:  # the per-tile fit has no level
-            got["tile"] = runs.get((*key[:3], key[3].split(", level")[0], "tile"))
+        if got["tile"] is None and key[4]:  # the per-tile fit has no level
+            got["tile"] = runs.get((*key[:4], 0.0, "tile"))
         first = next(r for r in got.values() if r is not None)
         cells = {
             m: "-" if got[m] is None else f"{got[m]['rmse']:.3f}"
@@ -235,9 +234,9 @@ def table(records: list[dict[str, Any]]) -> str:
         seconds = " / ".join("-" if got[m] is None else f"{got[m]['cpu_seconds']:.0f}"
                              for m in MODES)
         p = paper.get(key[:3])
-        schedule = first["strategy"] if key[3] == AUTO else f"{key[3]} (asked)"
-        if key[3].startswith(f"{AUTO}, "):  # auto with a level: the strategy it chose
-            schedule = f"{first['strategy']}{key[3][len(AUTO):]} (asked)"
+        schedule = first["strategy"] if key[3] == AUTO else key[3]
+        schedule += f", level {key[4]:g}" if key[4] else ""
+        schedule += " (asked)" if key[3] != AUTO or key[4] else ""
         lines.append(
             f"| {key[0]} | {key[1]} | x{key[2]} | {first['tiles']} | {schedule}, "
             f"{first['iterations']} | "

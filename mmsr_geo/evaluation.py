@@ -27,7 +27,7 @@ from .fit import ProgressCallback, fit
 from .fit_config import FitConfig
 from .metrics import PixelSize, mae, pixel_sizes, rmse, slope_rmse
 from .normalisation import fill_invalid
-from .raster_fit import TRAINING_STEPS_FACTOR, CropBudget, default_crop_size, fit_raster
+from .raster_fit import default_budget, fit_raster
 from .registration import NO_REGISTRATION, REGISTER_MODES, Registration, register_guide
 from .selection import choose_auto
 from .strategies import Schedule
@@ -173,12 +173,9 @@ def run_protocol(
     if fit_mode == "tile":
         result = fit(lr_filled, guide, scale, config, mask=lr_mask, progress=progress)
     else:
-        budget = CropBudget(
-            steps=TRAINING_STEPS_FACTOR * config.iterations, crop_size=default_crop_size(scale),
-            level_sigma=level_sigma,
-        )
         result = fit_raster(
-            lr_filled, guide, scale, config, mask=lr_mask, progress=progress, budget=budget,
+            lr_filled, guide, scale, config, mask=lr_mask, progress=progress,
+            budget=default_budget(config.iterations, scale, level_sigma=level_sigma),
             finetune=max(1, config.iterations // 10) if fit_mode == "hybrid" else 0,
         )
     prediction = result.prediction.astype(np.float64)

@@ -105,6 +105,15 @@ class CropBudget:
         return self.steps * self.crops_per_step * (self.crop_size * scale) ** 2
 
 
+def default_budget(iterations: int, scale: int, *, level_sigma: float = 0.0) -> CropBudget:
+    """The training budget of a schedule of ``iterations``: :data:`TRAINING_STEPS_FACTOR` x
+    that many steps of :data:`CROPS_PER_STEP` crops of :func:`default_crop_size`."""
+    return CropBudget(
+        steps=TRAINING_STEPS_FACTOR * iterations, crop_size=default_crop_size(scale),
+        level_sigma=level_sigma,
+    )
+
+
 @dataclass(frozen=True)
 class Crop:
     """One training crop: an LR source window, where it enters the loss, and its guide."""
@@ -339,14 +348,10 @@ def fit_raster(
 ) -> FitResult:
     """The raster-level fit of an in-memory pair, for numpy users and the evaluation
     protocol: one network trained on crops of it (:func:`array_crops`, ``budget`` by default
-    :data:`TRAINING_STEPS_FACTOR` x ``config.iterations`` steps of :data:`CROPS_PER_STEP`
-    crops of :func:`default_crop_size`),
-    then its prediction of the whole pair, or with ``finetune`` > 0 that many iterations of a
-    fit of the whole pair started from it (the hybrid mode)."""
+    :func:`default_budget`), then its prediction of the whole pair, or with ``finetune`` > 0
+    that many iterations of a fit of the whole pair started from it (the hybrid mode)."""
     checked = normalised_pair(source, guide, scale, mask, stats)
-    budget = budget or CropBudget(
-        steps=TRAINING_STEPS_FACTOR * config.iterations, crop_size=default_crop_size(scale)
-    )
+    budget = budget or default_budget(config.iterations, scale)
     crops = array_crops(
         checked.source, np.asarray(guide, np.float32).reshape(checked.guide.shape), scale,
         budget, mask=checked.valid, seed=config.seed,
