@@ -280,6 +280,21 @@ def test_qgis_process_run_gives_the_promised_grid(tmp_path: Path, qgis_env) -> N
         assert (out.read(1)[:8, :8] == nodata).all()  # the source's nodata corner, x2
 
 
+def test_the_raster_network_and_its_level_are_asked_from_qgis(tmp_path: Path, qgis_env):
+    """FIT_MODE raster with LEVEL_SIGMA: the run trains one network around the local level,
+    as the output's run record says."""
+    source, guide, _ = pair(tmp_path)
+    env = {**qgis_env, "PATH": f"/usr/bin{os.pathsep}{sysconfig.get_path('scripts')}"}
+    output = tmp_path / "dem_x2.tif"
+    done = _upscale(env, INPUT=source, BAND=1, GUIDE=guide, SCALE=2, OUTPUT=output,
+                    FIT_MODE=FIT_MODES.index("raster"),
+                    SCHEDULE=PLUGIN_SCHEDULES.index("cosine-avg"), LEVEL_SIGMA=2.5)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with rasterio.open(output) as out:
+        run = json.loads(out.tags()["MMSR_RUN"])
+    assert run["fit_mode"] == "raster" and run["raster_fit"]["level_sigma"] == 2.5
+
+
 def test_the_uncertainty_band_is_offered_and_styled(tmp_path: Path, qgis_env) -> None:
     """CONFIDENCE=true: the band is a second result, written beside the output, and opens in
     QGIS with its colour ramp from 0 (its .qml beside it); the output itself as without."""

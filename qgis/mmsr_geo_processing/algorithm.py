@@ -76,6 +76,7 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
     PRESET = "PRESET"
     SCHEDULE = "SCHEDULE"
     FIT_MODE = "FIT_MODE"
+    LEVEL_SIGMA = "LEVEL_SIGMA"
     REGISTER = "REGISTER"
     CONSISTENCY = "CONSISTENCY"
     CONFIDENCE = "CONFIDENCE"
@@ -219,6 +220,15 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
                 minValue=1,
             ),
             QgsProcessingParameterNumber(
+                self.LEVEL_SIGMA,
+                "Raster network: work around the source's local level, Gaussian sigma in "
+                "source pixels (3 helped a raster of many different scenes and hurt a single "
+                "DEM: compare on a reference area) [default: off]",
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.01,
+            ),
+            QgsProcessingParameterNumber(
                 self.SEED, "Random seed", QgsProcessingParameterNumber.Integer, 0
             ),
             QgsProcessingParameterString(
@@ -308,6 +318,9 @@ class UpscaleAlgorithm(QgsProcessingAlgorithm):
         ):
             if parameters.get(name) is not None:
                 arguments += [option, str(self.parameterAsInt(parameters, name, context))]
+        if parameters.get(self.LEVEL_SIGMA) is not None:
+            sigma = self.parameterAsDouble(parameters, self.LEVEL_SIGMA, context)
+            arguments += ["--level-sigma", repr(sigma)]
         if parameters.get(self.AOI) is not None:
             source = self.parameterAsSource(parameters, self.AOI, context)
             if source is None:
