@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (runs on different CPUs differ in floating-point order)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -56,7 +57,7 @@ def machine_description() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     memory = _memory_gib()
     parts = [
-        f"{_cpu_model()}, {cores} cores"
+        f"{cpu_model()}, {cores} cores"
         + (f", {memory:.0f} GiB RAM" if memory is not None else ""),
         f"{platform.system()} {platform.release()}",
         f"Python {platform.python_version()}, torch {torch.__version__} "

@@ -35,6 +35,7 @@ may be work that no checkpoint kept.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -48,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality, _report
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
-from _report import append_log, read_log  # noqa: E402
+from _report import append_log, cpu_model, read_log  # noqa: E402
 from quality import (  # noqa: E402
     DEFAULT_MIDDLEBURY,
     Case,
@@ -122,11 +123,11 @@ def write_case(case: Case, folder: Path) -> tuple[Path, Path, np.ndarray, np.nda
 
 
 def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO,
-             level_sigma: float = 0.0) -> dict[str, Any]:
+             level_sigma: float = 0.0, seed: int = 0) -> dict[str, Any]:
     lr_path, guide_path, reference, mask = write_case(case, folder)
     size, overlap = tile_size_for(case)
     output = folder / f"{mode}.tif"
-    config = FitConfig.from_preset(case.preset, device="cpu")
+    config = dataclasses.replace(FitConfig.from_preset(case.preset, device="cpu"), seed=seed)
     earlier = _segments(folder, mode)
     wall, cpu = time.perf_counter(), time.process_time()
     before = _tiles_done(output)
@@ -163,6 +164,9 @@ def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO,
         "overlap": overlap,
         "schedule": schedule,
         **({"level_sigma": level_sigma} if level_sigma else {}),
+        "seed": seed,
+        "machine": cpu_model(),
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "strategy": report.strategy,
         "iterations": Schedule.resolve(config, schedule).iterations,
         "network": report.network,
@@ -206,9 +210,15 @@ def case_key(record: dict[str, Any]) -> tuple[str, str, int, str, float]:
             record.get("schedule", AUTO), record.get("level_sigma", 0.0))
 
 
+def run_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The case, the mode and the seed (records logged before ``--seed`` used seed 0)."""
+    return (*case_key(record), record["mode"], record.get("seed", 0))
+
+
 def table(records: list[dict[str, Any]]) -> str:
+    """One row per case: the latest seed-0 run of each mode."""
     paper = paper_fits(read_log(QUALITY_LOG))
-    runs = {(*case_key(r), r["mode"]): r for r in records}
+    runs = {(*case_key(r), r["mode"]): r for r in records if r.get("seed", 0) == 0}
     cases = sorted({k[:5] for k in runs}, key=lambda k: (*k[:3], k[3] != AUTO, k[3], k[4]))
     lines = [
         "| dataset | image | scale | tiles | schedule, iterations | bicubic "
@@ -254,6 +264,30 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def spread_table(records: list[dict[str, Any]]) -> str:
+    """Every run that names its machine (logged since ``--seed``), by case and mode, for the
+    cases run with more than one seed or on more than one machine: how far the seed and the
+    CPU's floating-point order move one result."""
+    named = [r for r in records if "machine" in r]
+    cases: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in named:
+        cases.setdefault(case_key(r), []).append(r)
+    lines = [
+        "| image | scale | schedule | mode | seed | machine | RMSE | CPU s | finished |",
+        "|---|---|---|---|---:|---|---:|---:|---|",
+    ]
+    for key, runs in sorted(cases.items()):
+        if len({(r.get("seed", 0), r["machine"]) for r in runs}) < 2:
+            continue
+        for r in sorted(runs, key=lambda r: (MODES.index(r["mode"]), r["seed"], r["finished"])):
+            schedule = key[3] + (f", level {key[4]:g}" if key[4] else "")
+            lines.append(
+                f"| {key[1]} | x{key[2]} | {schedule} | {r['mode']} | {r['seed']} | "
+                f"{r['machine']} | {r['rmse']:.3f} | {r['cpu_seconds']:.0f} | {r['finished']} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--log", type=Path, default=Path("fit_modes.jsonl"))
@@ -271,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", default=AUTO, choices=SCHEDULES,
                         help="the schedule of every run (default: auto, the tool's default); "
                         "another is a row of its own in the table")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the runs' seed; runs of other seeds than 0 go to the spread table "
+                        "only")
     parser.add_argument("--middlebury", type=Path, default=DEFAULT_MIDDLEBURY)
     parser.add_argument("--middlebury-limit", type=int, default=None)
     parser.add_argument("--synthetic-count", type=int, default=2)
@@ -287,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         args.datasets, args.resume = "", True
     done = set()
     if args.resume and not args.redo:
-        done = {(*case_key(r), r["mode"]) for r in read_log(args.log)}
+        done = {run_key(r) for r in read_log(args.log)}
     elif args.log.exists() and not args.resume:
         args.log.unlink()
     modes = args.modes.split(",")
@@ -308,20 +345,26 @@ def main(argv: list[str] | None = None) -> int:
                 level = args.level_sigma if mode != "tile" else 0.0
                 key = case_key({"dataset": case.dataset, "name": case.name, "scale": case.scale,
                                 "schedule": args.schedule, "level_sigma": level})
-                if (*key, mode) in done:
+                if (*key, mode, args.seed) in done:
                     continue
                 if args.work is not None:
                     suffix = "" if args.schedule == AUTO else f"-{args.schedule}"
+                    suffix += f"-seed{args.seed}" if args.seed else ""
                     folder = args.work / f"{case.name}-x{case.scale}{suffix}"
                     folder.mkdir(parents=True, exist_ok=True)
-                    record = run_mode(case, mode, folder, args.schedule, level)
+                    record = run_mode(case, mode, folder, args.schedule, level, args.seed)
                 else:
                     with tempfile.TemporaryDirectory() as tmp:
-                        record = run_mode(case, mode, Path(tmp), args.schedule, level)
+                        record = run_mode(case, mode, Path(tmp), args.schedule, level,
+                                          args.seed)
                 print(json.dumps(record), flush=True)
                 append_log(args.log, record)
     records = read_log(args.log)
     text = table(records)
+    spread = spread_table(records)
+    if spread:
+        text += "\n\nSeeds and machines (every run that names its CPU, by case and mode):\n\n"
+        text += spread
     print(text)
     if args.write:
         from _report import machine_description, write_section

@@ -31,10 +31,15 @@ MAX_GAIN = 1e4
 """Largest factor the detail is scaled up by (a source that is almost its level)."""
 
 
+def level_radius(sigma: float) -> int:
+    """Source pixels around a pixel that its level averages over (3 sigma)."""
+    return max(1, math.ceil(3 * sigma))
+
+
 def local_level(source: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(B, 1, h, w) Gaussian-weighted mean of ``source`` around every pixel (radius 3 sigma),
-    each weight taken over the pixels inside the tensor."""
-    radius = max(1, math.ceil(3 * sigma))
+    """(B, 1, h, w) Gaussian-weighted mean of ``source`` around every pixel (radius
+    :func:`level_radius`), each weight taken over the pixels inside the tensor."""
+    radius = level_radius(sigma)
     offsets = torch.arange(-radius, radius + 1, dtype=source.dtype, device=source.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()

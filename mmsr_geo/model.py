@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .levels import local_level
+from .levels import level_radius, local_level
 from .ops import cross_domain_filter
 
 ConvFactory = Callable[[int, int, int], nn.Module]
@@ -86,6 +86,23 @@ def _branch(
         ResidualBlock(features, kernel_size, conv),
         ResidualBlock(features, kernel_size, conv),
     )
+
+
+GUIDE_BRANCH_RADIUS = 6
+"""Output pixels one guide feature reaches: the guide branch's six 3 x 3 convolutions."""
+
+
+def context_radius(
+    scale: int, s2g_kernel: int, g2s_kernel: int, level_sigma: float = 0.0
+) -> int:
+    """Source pixels around a window beyond which nothing changes the network's prediction
+    inside it (a residual start's bilinear base included): a forward pass of the window grown
+    by this many pixels gives, on the window, what a pass over the whole raster gives. The
+    guide branch and the wider filter reach :data:`GUIDE_BRANCH_RADIUS` + k // 2 output
+    pixels, the bilinear upsampling one source pixel, the local level its blur's radius."""
+    filters = max(s2g_kernel, g2s_kernel) // 2
+    radius = 1 + math.ceil((GUIDE_BRANCH_RADIUS + filters) / scale)
+    return radius + (level_radius(level_sigma) if level_sigma > 0 else 0)
 
 
 class MMSRNet(nn.Module):

@@ -23,6 +23,7 @@ from mmsr_geo.fit import fit
 from mmsr_geo.fit_config import FitConfig
 from mmsr_geo.levels import LEVEL_SIGMA
 from mmsr_geo.metrics import rmse
+from mmsr_geo.model import context_radius
 from mmsr_geo.normalisation import normalisation_stats
 from mmsr_geo.raster_fit import (
     CropBudget,
@@ -105,6 +106,41 @@ def test_fit_raster_is_close_to_the_per_image_fit() -> None:
     hybrid = fit_raster(lr, guide, 2, config, budget=CropBudget(40, 12, 2, 16), finetune=5)
     scores = [rmse(r.prediction, truth) for r in (per_image, raster, hybrid)]
     assert scores[1] < 1.5 * scores[0] and scores[2] < 1.5 * scores[0], scores
+
+
+@pytest.mark.parametrize(
+    ("scale", "kernels", "level_sigma", "residual"),
+    [(2, (3, 3), 0.0, "none"), (4, (5, 3), 0.0, "bilinear"), (4, (11, 5), 2.0, "none"),
+     (8, (5, 3), 0.0, "none")],
+)
+def test_a_window_read_with_its_context_predicts_what_the_whole_raster_does(
+    scale: int, kernels: tuple[int, int], level_sigma: float, residual: str
+) -> None:
+    """The raster mode's tiles read context_radius source pixels around them: their core is
+    then the whole raster's prediction (no seam), while a tile read without it is not."""
+    h, w = 40, 36
+    lr, guide = terrain(h, w, scale)
+    config = FitConfig(iterations=2, features=8, s2g_kernel=kernels[0], g2s_kernel=kernels[1],
+                       residual=residual, level_sigma=level_sigma, device="cpu")
+    stats = normalisation_stats(lr, guide, np.ones(lr.shape, bool))
+    crops = array_crops(lr, guide, scale, CropBudget(steps=2, crop_size=8, pool=4))
+    weights = train_network(crops, scale, config, CropBudget(steps=2, crop_size=8), stats)
+    whole = predict_many(weights, [lr], [guide], scale, config, masks=[None], stats=[stats])
+    margin = context_radius(scale, *kernels, level_sigma)
+    r, c, size = 14, 12, 10  # a window well inside the raster
+
+    def window_prediction(m: int) -> np.ndarray:
+        rows, cols = slice(r - m, r + size + m), slice(c - m, c + size + m)
+        hr_rows = slice(rows.start * scale, rows.stop * scale)
+        hr_cols = slice(cols.start * scale, cols.stop * scale)
+        (part,) = predict_many(weights, [lr[rows, cols]], [guide[:, hr_rows, hr_cols]], scale,
+                               config, masks=[None], stats=[stats])
+        core = slice(m * scale, (m + size) * scale)
+        return part.prediction[core, core]
+
+    expected = whole[0].prediction[r * scale:(r + size) * scale, c * scale:(c + size) * scale]
+    np.testing.assert_allclose(window_prediction(margin), expected, rtol=0, atol=1e-4)
+    assert np.abs(window_prediction(0) - expected).max() > 1e-3
 
 
 # --- the run ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..executors import TileExecutor
 from ..fit_config import FitConfig
 from ..jobs import fit_tiles, predict_tiles
 from ..memory import MAX_BATCH_TILES, check_tile_memory, default_batch_tiles
+from ..model import context_radius
 from ..network_weights import NetworkWeights
 from ..progress import Progress
 from .choose import FitChoice, FitMode
@@ -115,6 +116,15 @@ def _guarded_here(config: FitConfig, executor: TileExecutor) -> bool:
     return not (executor.in_process and resolve_device(config.device).type != "cpu")
 
 
+def _context(plan: RunPlan, network: NetworkWeights) -> int:
+    """Source pixels read around a tile for its forward pass: all that reaches the network's
+    prediction inside it (:func:`~mmsr_geo.model.context_radius`; 3 at x4 with the
+    remote-sensing kernels), so tiles predict what one pass over the whole raster would, to
+    float round-off: no seam to blend away."""
+    c = network.config
+    return context_radius(plan.grid.scale, c.s2g_kernel, c.g2s_kernel, c.level_sigma)
+
+
 def device_label(config: FitConfig, executor: TileExecutor) -> str:
     """The device tiles run on, as far as this process knows: resolved for in-process fits;
     workers elsewhere resolve "auto" themselves (a CPU-only login node may send tiles to GPU
@@ -149,9 +159,9 @@ def fit_pending(
         fn = functools.partial(fit_tiles, progress=progress.iteration)
     else:
         fn = fit_tiles
-    # a forward pass reads one overlap of context around its tile: the network sees what lies
-    # beyond the tile's edge, as it did inside its training crops
-    margin = plan.tiles.overlap if fit.mode.name == "raster" else 0
+    margin = 0
+    if fit.mode.name == "raster" and network is not None:
+        margin = _context(plan, network)
     jobs = tile_jobs(plan, stats.normalisation, fit.tile_config, pending, on_skip, margin)
     fitted = 0
     batches = batched(jobs, batch_tiles)
