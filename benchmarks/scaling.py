@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="20 iterations: a short check")
     parser.add_argument("--log", type=Path, default=None, help="JSON lines of every run")
     parser.add_argument("--resume", action="store_true", help="keep the log's runs, skip them")
+    parser.add_argument("--redo", action="store_true",
+                        help="with --resume, run what is asked even where the log holds it (the "
+                        "table shows the latest run of each)")
     parser.add_argument("--write", type=Path, help="BENCHMARKS.md to update")
     args = parser.parse_args(argv)
     if not args.dsm.exists():
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = args.modes.split(",")
     iterations = 20 if args.quick else DEFAULT_ITERATIONS
     records = read_log(args.log) if args.resume else []
-    done = {(r["area"], r["mode"], r["iterations"]) for r in records}
+    done = set() if args.redo else {(r["area"], r["mode"], r["iterations"]) for r in records}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         source, guide = write_inputs(args.dsm, folder)
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                            str(its), "--device", "cpu", "-q"]
                 record = {"area": area, "tiles": tiles_at(area), "mode": mode,
                           "iterations": its,
-                          **run_child(command, folder / f"log_{n}_{mode}_{its}.txt")}
+                          **run_child(command, folder / f"log_{n}_{mode}_{its}.txt"),
+                          "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
                 output.unlink()
                 records.append(record)
                 print(json.dumps(record), flush=True)
@@ -128,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(records: list[dict], iterations: int) -> str:
-    """Seconds and peak memory per mode and area; the per-tile fit projected (labelled)."""
+    """Seconds and peak memory per mode and area (the latest run of each); the per-tile fit
+    projected (labelled)."""
+    records = list({(r["area"], r["mode"], r["iterations"]): r for r in records}.values())
     probes = sorted((r for r in records if r["mode"] == "tile"), key=lambda r: r["iterations"])
     base_area = min(r["area"] for r in records)
     lines = [
         "| area | default tiles | mode | iterations | wall s | CPU s | peak RSS MB | time vs "
-        "1x |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
+        "1x | finished |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     first: dict[str, float] = {}
     for r in sorted(records, key=lambda r: (r["mode"], r["iterations"], r["area"])):
@@ -144,7 +150,7 @@ def table(records: list[dict], iterations: int) -> str:
         lines.append(
             f"| {r['area']}x | {r['tiles']} | {r['mode']} | {r['iterations']} | "
             f"{r['seconds']:.0f} | {r['cpu_seconds']:.0f} | {r['peak_rss_mb']:.0f} | "
-            f"{r['seconds'] / first[r['mode']]:.2f}x |"
+            f"{r['seconds'] / first[r['mode']]:.2f}x | {r.get('finished', '-')} |"
         )
     if len(probes) >= 2:
         (a, b) = probes[0], probes[-1]
@@ -153,14 +159,15 @@ def table(records: list[dict], iterations: int) -> str:
         for p in probes:
             lines.append(
                 f"| {p['area']}x | {p['tiles']} | tile (measured) | {p['iterations']} | "
-                f"{p['seconds']:.0f} | {p['cpu_seconds']:.0f} | {p['peak_rss_mb']:.0f} | |"
+                f"{p['seconds']:.0f} | {p['cpu_seconds']:.0f} | {p['peak_rss_mb']:.0f} | | "
+                f"{p.get('finished', '-')} |"
             )
         tiles = {r["area"]: r["tiles"] for r in records}
         for area in sorted(tiles):
             projected = fixed + per_iteration * iterations * tiles[area] / tiles[base_area]
             lines.append(
                 f"| {area}x | {tiles[area]} | tile (projected) | {iterations} | "
-                f"{projected:.0f} | | | {projected / (fixed + per_iteration * iterations):.2f}x |"
+                f"{projected:.0f} | | | {projected / (fixed + per_iteration * iterations):.2f}x | |"
             )
     return "\n".join(lines)
 
