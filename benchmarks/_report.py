@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 
+def utc_stamp() -> str:
+    """The time now, to the minute, as every benchmark record and machine line gives it."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def cpu_model() -> str:
     """The CPU's model name (runs on different CPUs differ in floating-point order)."""
     try:
@@ -65,7 +70,7 @@ def machine_description() -> str:
     ]
     if hasattr(os, "getloadavg"):
         parts.append("load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
-    parts.append(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    parts.append(utc_stamp())
     return "; ".join(parts)
 
 

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality, _report
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
-from _report import append_log, cpu_model, read_log  # noqa: E402
+from _report import append_log, cpu_model, read_log, utc_stamp  # noqa: E402
 from quality import (  # noqa: E402
     DEFAULT_MIDDLEBURY,
     Case,
@@ -166,7 +166,7 @@ def run_mode(case: Case, mode: str, folder: Path, schedule: str = AUTO,
         **({"level_sigma": level_sigma} if level_sigma else {}),
         "seed": seed,
         "machine": cpu_model(),
-        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "finished": utc_stamp(),
         "strategy": report.strategy,
         "iterations": Schedule.resolve(config, schedule).iterations,
         "network": report.network,

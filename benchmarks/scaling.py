@@ -34,7 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # memory, _report
 
-from _report import append_log, machine_description, read_log, write_section  # noqa: E402
+from _report import (  # noqa: E402
+    append_log,
+    machine_description,
+    read_log,
+    utc_stamp,
+    write_section,
+)
 from memory import DEFAULT_DSM, cli_command, write_inputs, write_mosaic_vrt  # noqa: E402
 
 from mmsr_geo.memory import default_overlap, default_tile_size  # noqa: E402
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 record = {"area": area, "tiles": tiles_at(area), "mode": mode,
                           "iterations": its,
                           **run_child(command, folder / f"log_{n}_{mode}_{its}.txt"),
-                          "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                          "finished": utc_stamp()}
                 output.unlink()
                 records.append(record)
                 print(json.dumps(record), flush=True)

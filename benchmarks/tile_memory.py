@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from _report import machine_description, write_section  # noqa: E402
 
 _CHILD = r"""
-import json, os, sys, threading, time
+import dataclasses, json, os, sys, threading, time
 import numpy as np
 from mmsr_geo.fit import FitConfig, fit
 from mmsr_geo.normalisation import normalisation_stats
@@ -54,8 +54,7 @@ if what == "forward":  # a network of the right shape; its values do not change 
     predict_many(weights, [small[0]], [small[1]], scale, config, masks=[None], stats=[stats])
 else:
     def run():
-        fit(lr, guide, scale, FitConfig(iterations=iterations, s2g_kernel=s2g, g2s_kernel=g2s,
-                                        features=features, device="cpu"))
+        fit(lr, guide, scale, dataclasses.replace(config, iterations=iterations))
     fit(*small, scale, config)
 base = rss_mib()
 peak = [base]
